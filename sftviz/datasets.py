@@ -1,0 +1,115 @@
+"""The bundled SFT datasets and a validating loader for your own JSONL files.
+
+Rows come back in TRL's formats, so they work with TRL and with sftviz alike:
+
+* prompt/completion: ``{"prompt": "...", "completion": "..."}``
+* conversational:    ``{"messages": [{"role": "system" | "user" | "assistant", "content": "..."}, ...]}``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent / "assets" / "data"
+BUNDLED_DATASETS = {
+    "support": "prompt/completion pairs: an instruction plus a customer question -> a short answer",
+    "support-chat": "the same knowledge as system/user/assistant conversations",
+}
+SPLITS = ("train", "eval")
+ROLES = ("system", "user", "assistant")
+
+
+def _problem(row, where: str):
+    """Return None when ``row`` is a valid TRL row, else a sentence saying what is wrong."""
+    if not isinstance(row, dict):
+        return f"{where}: expected a JSON object, got {type(row).__name__}."
+    if "messages" in row:
+        msgs = row["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            return f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}} objects."
+        for j, m in enumerate(msgs):
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                return f"{where}: message {j} must be an object with 'role' and 'content'."
+            if m["role"] not in ROLES:
+                return f"{where}: message {j} has role {m['role']!r}; use one of {', '.join(ROLES)}."
+            if not isinstance(m["content"], str):
+                return f"{where}: message {j} has content of type {type(m['content']).__name__}; it must be a string."
+        if not any(m["role"] == "assistant" for m in msgs):
+            return f"{where}: the conversation has no assistant message, so there is nothing to train on."
+        return None
+    missing = [k for k in ("prompt", "completion") if k not in row]
+    if missing:
+        return (
+            f"{where}: missing {', '.join(repr(k) for k in missing)}. Each row needs either "
+            "'prompt' and 'completion' strings, or a 'messages' list."
+        )
+    for k in ("prompt", "completion"):
+        if not isinstance(row[k], str):
+            return f"{where}: {k!r} must be a string, got {type(row[k]).__name__}."
+    return None
+
+
+def validate_rows(rows, source: str = "data") -> list:
+    """Check that every row is in TRL's prompt/completion or messages format; raise ``ValueError`` naming the first bad row."""
+    if not isinstance(rows, (list, tuple)):
+        raise TypeError(f"{source}: expected a list of rows, got {type(rows).__name__}.")
+    for i, row in enumerate(rows):
+        problem = _problem(row, f"{source}, row {i}")
+        if problem:
+            raise ValueError(problem)
+    return list(rows)
+
+
+def _read_jsonl(path: Path) -> list:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {lineno}: not valid JSON ({err.msg} at column {err.colno}).") from None
+            problem = _problem(row, f"{path}, line {lineno}")
+            if problem:
+                raise ValueError(problem)
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} holds no rows.")
+    return rows
+
+
+def load_dataset(name="support", split="train") -> list:
+    """Load a bundled SFT dataset, or your own JSONL file, as a list of dicts.
+
+    Args:
+        name: ``"support"`` (prompt/completion) or ``"support-chat"`` (messages), both bundled and
+            offline; or a path to a ``.jsonl`` file with one JSON object a line in either format.
+        split: ``"train"`` or ``"eval"`` for bundled datasets (the eval split asks about products the
+            fine-tune never sees). Ignored for a file path.
+
+    Raises:
+        ValueError: unknown name or split, or a malformed row (the message names the line and the problem).
+
+    Example:
+        >>> import sftviz as sv
+        >>> rows = sv.load_dataset("support", split="train")
+        >>> sorted(rows[0])
+        ['completion', 'prompt']
+    """
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be a bundled dataset name or a path to a .jsonl file; got {type(name).__name__}.")
+    key = str(name)
+    if key in BUNDLED_DATASETS:
+        if split not in SPLITS:
+            raise ValueError(f"Unknown split {split!r} for {key!r}: use 'train' or 'eval'.")
+        return _read_jsonl(DATA_DIR / f"{key}-{split}.jsonl")
+    path = Path(key).expanduser()
+    if path.is_file():
+        return _read_jsonl(path)
+    raise ValueError(
+        f"No dataset {key!r}: it is neither a bundled dataset ({', '.join(sorted(BUNDLED_DATASETS))}) "
+        "nor an existing .jsonl file."
+    )

@@ -1,0 +1,145 @@
+"""Loading models and tokenizers: the bundled ``sftviz-tiny`` or any Hugging Face causal LM.
+
+One code path for all of them: a bundled name resolves to a folder inside the package, and that
+folder (or a user's local folder, or a hub id) goes to ``transformers``' Auto classes. Weights are
+loaded as safetensors only, and ``trust_remote_code`` stays off unless the caller turns it on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+BUNDLED_MODELS = {"sftviz-tiny": ASSETS / "sftviz-tiny"}
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def resolve_device(device="auto") -> torch.device:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a ``torch.device`` into a device.
+
+    ``"auto"`` picks CUDA when a GPU is visible, else Apple's MPS, else the CPU.
+    """
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', or a torch.device; got {type(device).__name__}.")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'mps'.") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for, but no CUDA GPU is visible. Use device='auto' or 'cpu'.")
+    return dev
+
+
+def _resolve_dtype(dtype):
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in _DTYPES:
+        return _DTYPES[dtype.lower()]
+    raise ValueError(f"Unknown dtype {dtype!r}: use None (the model's default), 'float32', 'bfloat16' or 'float16'.")
+
+
+def bundled_model_path(name: str = "sftviz-tiny") -> Path:
+    """The folder of a bundled model, e.g. for ``AutoModelForCausalLM.from_pretrained``."""
+    if name not in BUNDLED_MODELS:
+        raise ValueError(f"{name!r} is not a bundled model; bundled: {sorted(BUNDLED_MODELS)}.")
+    return BUNDLED_MODELS[name]
+
+
+def ensure_pad_token(tok) -> None:
+    """Give a tokenizer without a pad token one: its EOS token, as GPT-2 fine-tunes usually do.
+
+    This is safe here and only here because sftviz never masks labels by token id: the collator pads
+    ``labels`` with -100 *by length*, so a real EOS at the end of a completion stays a trained target
+    even though it has the same id as the padding. (Masking ``labels == pad_token_id`` would silently
+    stop the model from learning to end its answers: see ``sftviz.faults``.)
+    """
+    if tok.pad_token_id is not None:
+        return
+    if tok.eos_token is None:
+        raise ValueError(
+            "This tokenizer has neither a pad token nor an EOS token. Add one before fine-tuning, e.g. "
+            "tok.add_special_tokens({'pad_token': '<pad>'}) and model.resize_token_embeddings(len(tok))."
+        )
+    tok.pad_token = tok.eos_token
+
+
+def load_model(name="sftviz-tiny", device="auto", dtype=None, *, trust_remote_code: bool = False):
+    """Load a causal language model and its tokenizer; returns ``(model, tokenizer)``.
+
+    Args:
+        name: ``"sftviz-tiny"`` (the default, bundled with the package, works offline), a local folder
+            with ``config.json``, ``model.safetensors`` and tokenizer files, or a Hugging Face hub id
+            such as ``"gpt2"`` (needs the network the first time, or a local cache).
+        device: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"``, ``"mps"`` or a torch.device.
+        dtype: ``None`` for the checkpoint's default, or ``"float32"``, ``"bfloat16"``, ``"float16"``.
+        trust_remote_code: off by default; only turn it on for code you have read.
+
+    The model comes back in eval mode on ``device``. A tokenizer without a pad token gets its EOS token
+    as pad (see :func:`ensure_pad_token` for why that is safe here). Only safetensors weights are loaded.
+
+    Example:
+        >>> import sftviz as sv
+        >>> model, tok = sv.load_model()            # doctest: +SKIP
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be a model name, hub id or folder path (a string); got {type(name).__name__}.")
+    if not isinstance(trust_remote_code, bool):
+        raise TypeError("trust_remote_code must be True or False.")
+    torch_dtype = _resolve_dtype(dtype)
+    dev = resolve_device(device)
+    source = BUNDLED_MODELS.get(str(name), name)
+    source = str(source)
+    if source.strip() == "":
+        raise ValueError("name is empty: pass 'sftviz-tiny', a folder path, or a hub id such as 'gpt2'.")
+    local = Path(source).expanduser()
+    if local.exists() and not local.is_dir():
+        raise ValueError(f"{source!r} is a file; pass the folder that holds config.json and model.safetensors.")
+
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        kwargs = {"use_safetensors": True, "trust_remote_code": trust_remote_code}
+        if torch_dtype is not None:
+            kwargs["dtype"] = torch_dtype
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        where = "a local folder" if local.is_dir() else "the Hugging Face hub (or its local cache)"
+        hint = (
+            " The hub is switched off here (HF_HUB_OFFLINE=1) and the model is not in the local cache."
+            if offline and not local.is_dir()
+            else ""
+        )
+        raise ValueError(
+            f"Could not load the model {str(name)!r} from {where}: {err}.{hint} "
+            "sftviz loads safetensors weights only. To work offline, use the bundled model: "
+            "sv.load_model() or sv.load_model('sftviz-tiny')."
+        ) from err
+
+    ensure_pad_token(tok)
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tok.pad_token_id
+    model.to(dev)
+    model.eval()
+    return model, tok
