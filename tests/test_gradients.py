@@ -1,0 +1,73 @@
+"""token_gradients: prompt tokens get gradient as context; the last token gets none."""
+
+import copy
+
+import pytest
+import torch
+
+import sftviz as sv
+from sftviz.gradients import group_norms, parameter_group, token_gradients
+
+P, C = "Question: How much is the lamp?\nAnswer:", " 12 dollars."
+
+
+@pytest.fixture(scope="module")
+def grads(gpt2_tok, tiny_model):
+    ex = sv.build_example(gpt2_tok, prompt=P, completion=C)
+    return token_gradients(tiny_model, gpt2_tok, ex, chunk=4)
+
+
+def test_prompt_positions_receive_gradient_under_masking(grads):
+    prompt = [i for i, s in enumerate(grads.segments) if s in ("bos", "prompt")]
+    assert all(grads.input_grad_masked[i] > 0 for i in prompt)
+    # The last token is a target and never an input: exactly zero, masked or not.
+    assert grads.input_grad_masked[-1] == 0.0 and grads.input_grad_full[-1] == 0.0
+
+
+def test_targets_and_cosine(grads):
+    assert grads.target_grad[0] is None
+    for seg, g in zip(grads.segments, grads.target_grad):
+        assert (g is not None) == (seg in ("completion", "eos"))
+    assert all(g > 0 for g in grads.target_grad_full[1:])
+    assert -1.0 <= grads.cosine <= 1.0 and grads.cosine < 0.9999
+    assert set(grads.layer_norms_masked) == {"embeddings", "block_0", "block_1", "head"}
+
+
+def test_per_target_norms_match_one_backward_per_token(gpt2_tok_padded, tiny_model):
+    """The batched per-target gradients equal the slow way: one backward pass per target."""
+    tok = gpt2_tok_padded
+    ex = sv.build_example(tok, prompt="Paris is the capital of", completion=" France.")
+    fast = token_gradients(tiny_model, tok, ex, chunk=2)
+    model = copy.deepcopy(tiny_model)
+    ids = torch.tensor([ex.input_ids])
+    n_c = sum(ex.completion_mask)
+    for t, in_c in enumerate(ex.completion_mask):
+        if not in_c:
+            continue
+        model.zero_grad()
+        per = sv.token_nll(model(input_ids=ids).logits, ids)[0]
+        (per[t] / n_c).backward()
+        slow = torch.sqrt(sum(p.grad.double().pow(2).sum() for p in model.parameters() if p.grad is not None))
+        assert fast.target_grad[t] == pytest.approx(float(slow), rel=1e-4)
+    # And the masked loss's layer norms equal a plain backward of the masked loss.
+    model.zero_grad()
+    b = sv.SFTCollator(tok)([ex])
+    sv.sft_loss(model(input_ids=b["input_ids"]).logits, b["labels"]).backward()
+    plain = group_norms((n, p.grad) for n, p in model.named_parameters())
+    for g, v in plain.items():
+        assert fast.layer_norms_masked[g] == pytest.approx(v, rel=1e-4)
+
+
+def test_parameter_groups():
+    assert parameter_group("transformer.h.3.attn.c_attn.weight") == "block_3"
+    assert parameter_group("model.layers.12.mlp.up_proj.weight") == "block_12"
+    assert parameter_group("transformer.wte.weight") == "embeddings"
+    assert parameter_group("transformer.ln_f.weight") == "head"
+
+
+def test_bad_input(gpt2_tok, tiny_model):
+    with pytest.raises(TypeError, match="Example"):
+        token_gradients(tiny_model, gpt2_tok, {"prompt": P})
+    ex = sv.build_example(gpt2_tok, prompt=P, completion=C)
+    with pytest.raises(ValueError, match="chunk"):
+        token_gradients(tiny_model, gpt2_tok, ex, chunk=0)
