@@ -117,6 +117,10 @@ def load_model(name="sftviz-tiny", device="auto", dtype=None, *, trust_remote_co
     if local.exists() and not local.is_dir():
         raise ValueError(f"{source!r} is a file; pass the folder that holds config.json and model.safetensors.")
 
+    from transformers.utils import logging as hf_logging
+
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per call clutters notebooks
     try:
         tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         kwargs = {"use_safetensors": True, "trust_remote_code": trust_remote_code}
@@ -136,6 +140,9 @@ def load_model(name="sftviz-tiny", device="auto", dtype=None, *, trust_remote_co
             "sftviz loads safetensors weights only. To work offline, use the bundled model: "
             "sv.load_model() or sv.load_model('sftviz-tiny')."
         ) from err
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
 
     ensure_pad_token(tok)
     if getattr(model.config, "pad_token_id", None) is None:

@@ -1,0 +1,150 @@
+"""Checks for the course's exercises: immediate feedback, computed from the objects in front of you.
+
+Every check compares a student's answer with what the core computes for the same model and text;
+no expected value is stored here. A check returns a :class:`Feedback` that prints as one line
+("Correct: ..." or "Not yet: ..." with a hint) and is truthy when the answer is right, so notebooks can
+also ``assert`` it in their solution cells.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+from .data import IGNORE_INDEX, Example
+
+
+@dataclass
+class Feedback:
+    """The verdict on one answer."""
+
+    ok: bool
+    message: str
+
+    def __bool__(self):
+        return self.ok
+
+    def __repr__(self):
+        return ("Correct: " if self.ok else "Not yet: ") + self.message
+
+    def _repr_html_(self):
+        from html import escape
+
+        colour, mark = ("#1b7837", "✔") if self.ok else ("#b2182b", "✘")
+        return (
+            f'<div class="sftviz-feedback" data-sftviz-ok="{str(self.ok).lower()}" '
+            f'style="border-left:4px solid {colour};padding:4px 8px;margin:4px 0">'
+            f"<b>{mark} {'Correct' if self.ok else 'Not yet'}:</b> {escape(self.message)}</div>"
+        )
+
+
+def _number(answer, what):
+    if answer is None or answer is Ellipsis:
+        return None, Feedback(False, f"Fill in {what} (it is still None / ...).")
+    if hasattr(answer, "item") and callable(answer.item):
+        try:
+            answer = answer.item()
+        except (ValueError, RuntimeError):
+            return None, Feedback(False, f"{what} should be a single number, not an array of shape {tuple(answer.shape)}.")
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
+        return None, Feedback(False, f"{what} should be a number, got {type(answer).__name__}.")
+    if math.isnan(float(answer)):
+        return None, Feedback(False, f"{what} is NaN: did you take the log of 0 or average over nothing?")
+    return float(answer), None
+
+
+def check_number(answer, expected: float, what: str, *, tol: float = 1e-3, hint: str = "") -> Feedback:
+    """Compare a number with the value the core computed (absolute or 1e-4 relative tolerance)."""
+    value, bad = _number(answer, what)
+    if bad is not None:
+        return bad
+    if abs(value - expected) <= max(tol, 1e-4 * abs(expected)):
+        return Feedback(True, f"{what} = {value:.4f}.")
+    msg = f"{what} = {value:.4f} does not match the model's {expected:.4f}."
+    if abs(value + expected) <= max(tol, 1e-4 * abs(expected)) and expected != 0:
+        msg += " The sign is flipped: log-probabilities are negative, losses positive."
+    return Feedback(False, msg + (" " + hint if hint else ""))
+
+
+def check_conditional(answer, report) -> Feedback:
+    """``answer`` should be log Pr(y | x) for the scored example (from joint and marginal)."""
+    return check_number(
+        answer, report.joint - report.marginal, "log Pr(y | x)",
+        hint="By the chain rule, log Pr(y | x) = log Pr([x, y]) - log Pr(x).",
+    )
+
+
+def check_joint_from_tokens(answer, report) -> Feedback:
+    """``answer`` should be the sum of all per-token log-probs (the joint)."""
+    return check_number(
+        answer, report.joint, "log Pr([x, y])",
+        hint="Add up the log-prob of every token after the first (position 0 has nothing to predict it).",
+    )
+
+
+def check_marginal_from_tokens(answer, report) -> Feedback:
+    """``answer`` should be the sum of the prompt tokens' log-probs (the marginal)."""
+    return check_number(
+        answer, report.marginal, "log Pr(x)",
+        hint="Sum only the rows whose segment is 'prompt' (the BOS is context and has no log-prob).",
+    )
+
+
+def check_labels(answer, example: Example) -> Feedback:
+    """``answer`` should be the completion-only labels of ``example`` (-100 where not trained)."""
+    if not isinstance(answer, (list, tuple)) and not hasattr(answer, "tolist"):
+        return Feedback(False, f"labels should be a list of integers, got {type(answer).__name__}.")
+    answer = list(answer.tolist() if hasattr(answer, "tolist") else answer)
+    expected = example.with_masking("completion").labels
+    if len(answer) != len(expected):
+        return Feedback(False, f"labels has {len(answer)} entries; it needs one per input token ({len(expected)}). Labels are not shifted.")
+    wrong = [t for t, (a, e) in enumerate(zip(answer, expected)) if a != e]
+    if not wrong:
+        return Feedback(True, f"{sum(v != IGNORE_INDEX for v in expected)} trained tokens, the rest -100.")
+    t = wrong[0]
+    seg = example.segments[t]
+    why = {
+        "eos": "the EOS that ends the completion must be trained, or the model never learns to stop",
+        "bos": "the BOS is context only: nothing predicts it",
+        "prompt": "prompt tokens are context, not targets, under completion-only loss",
+        "completion": "completion tokens are the targets: their label is their own id (the model does the shift)",
+    }.get(seg, f"check the {seg} token")
+    return Feedback(False, f"position {t} ({example.tokens[t]!r}, {seg}) should be {expected[t]}, got {answer[t]}: {why}.")
+
+
+def check_predicting_position(answer, example: Example) -> Feedback:
+    """``answer`` should be the position whose logits predict the first completion token."""
+    expected = example.n_prompt - 1
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Integral):
+        return Feedback(False, f"give a position (an integer), got {type(answer).__name__}.")
+    if answer == expected:
+        return Feedback(True, f"position {expected} ({example.tokens[expected]!r}), the last prompt token, predicts the first completion token.")
+    if answer == expected + 1:
+        return Feedback(False, "that is the position of the first completion token itself: which position's output scores it?")
+    return Feedback(False, f"position {answer} is {example.tokens[answer]!r}; the logits at position t score the token at t + 1.")
+
+
+def check_choice(answer, expected, explanation: str) -> Feedback:
+    """A multiple-choice or true/false answer, with the explanation either way."""
+    if answer is None or answer is Ellipsis:
+        return Feedback(False, "Choose an answer first.")
+    norm = (lambda v: v.strip().lower() if isinstance(v, str) else v)
+    ok = norm(answer) == norm(expected)
+    return Feedback(ok, explanation)
+
+
+def check_diagnosis(answer, mystery) -> Feedback:
+    """``answer`` should name the fault injected into ``mystery`` (a run from the diagnosis notebook)."""
+    from .faults import FAULTS  # imported here: the engine is optional for the other checks
+
+    truth = getattr(mystery, "_hidden_fault", None)
+    if truth is None:
+        truth = mystery.config.get("fault")
+    if answer is None or answer is Ellipsis:
+        return Feedback(False, f"Name one of: {', '.join(FAULTS)}.")
+    if answer not in FAULTS:
+        return Feedback(False, f"{answer!r} is not a known fault; choose one of: {', '.join(FAULTS)}.")
+    if answer == truth:
+        return Feedback(True, f"{answer}: {FAULTS[answer]}")
+    return Feedback(False, f"{answer} would look different ({FAULTS[answer]}). Look again at the curves and labels.")
