@@ -259,10 +259,9 @@ def _labels_and_weights(ids, completion_mask, prompt_mask, masking):
             w = 1.0 if p else 0.0
         else:  # prompt-loss weight
             w = 1.0 if c else (float(masking) if p else 0.0)
-        # A weight-0 prompt token under a prompt-loss weight of 0 keeps its label: it is still
-        # "in the loss" with weight 0, which is what the weighted formula says.
-        trained = w > 0 or (isinstance(masking, float) and p)
-        labels.append(tok_id if trained else IGNORE_INDEX)
+        # A label is set exactly where the weight is positive, so a prompt-loss weight of 0 gives the
+        # same labels as "completion" and HF's own loss agrees with ours.
+        labels.append(tok_id if w > 0 else IGNORE_INDEX)
         weights.append(w)
     return labels, weights
 

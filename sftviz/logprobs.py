@@ -207,7 +207,8 @@ def score_batch(model, tok, items, *, batch_size: int = 16, top_k: int = 0, **ex
     for i, ex in enumerate(examples):
         if limit is not None and len(ex) > limit:
             raise ValueError(
-                f"Example {i} has {len(ex)} tokens but the model reads at most {limit}. Shorten it or pass max_length={limit}."
+                f"{'The example' if len(examples) == 1 else f'Example {i}'} has {len(ex)} tokens but the model reads at "
+                f"most {limit}. Shorten it or pass max_length={limit}."
             )
     device = _model_device(model)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0

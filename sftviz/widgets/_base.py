@@ -1,0 +1,71 @@
+"""What every sftviz anywidget shares: its ES module and CSS, an ``error`` traitlet, a static HTML
+fallback in ``_repr_mimebundle_``, and a deterministic ``__repr__``."""
+
+from __future__ import annotations
+
+import math
+import traceback
+from pathlib import Path
+
+import anywidget
+import traitlets
+
+HERE = Path(__file__).resolve().parent
+
+
+def read_asset(name: str) -> str:
+    return (HERE / name).read_text(encoding="utf-8")
+
+
+def module_source(js_name: str) -> str:
+    """The widget's ES module: the shared helpers followed by the widget's own file (no build step)."""
+    return read_asset("_common.js") + "\n" + read_asset(js_name)
+
+
+def stylesheet(css_name: str | None = None) -> str:
+    return read_asset("_common.css") + ("\n" + read_asset(css_name) if css_name else "")
+
+
+def error_message(err: BaseException) -> str:
+    """A message for the widget's error box: our own errors as they are, others with their type."""
+    if isinstance(err, (ValueError, TypeError)):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
+
+
+def json_safe(obj):
+    """Replace NaN and infinities (which JSON cannot carry to the browser) with None, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+class SftvizWidget(anywidget.AnyWidget):
+    """Base class: subclasses set ``_esm``/``_css`` and implement ``static_html`` and ``__repr__``."""
+
+    error = traitlets.Unicode("").tag(sync=True)
+
+    def static_html(self) -> str:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
+        data = dict(data or {})
+        data["text/plain"] = repr(self)
+        try:
+            data["text/html"] = self.static_html()
+        except Exception as err:  # the static view must never break displaying the live one
+            from html import escape
+
+            data["text/html"] = f'<div class="sftviz-error">{escape(error_message(err))}</div>'
+        return data, meta
+
+    def _report(self, err: BaseException) -> None:
+        """Show an exception in the widget (and keep the traceback for whoever looks)."""
+        self.error = error_message(err)
+        self.last_traceback = traceback.format_exc()

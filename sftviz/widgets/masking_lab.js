@@ -1,0 +1,52 @@
+// MaskingLab's status panel: progress bar, status, error, what the chosen fault does, and the runs table.
+function render({ model, el }) {
+  const root = svEl("div", "sftviz sftviz-labpanel");
+  const about = svEl("div", "sftviz-note sftviz-about");
+  const row = svEl("div", "sftviz-progressrow");
+  const bar = document.createElement("progress");
+  bar.max = 1;
+  bar.className = "sftviz-progress";
+  const ptext = svEl("span", "sftviz-caption");
+  row.append(bar, ptext);
+  const status = svEl("div", "sftviz-caption sftviz-status");
+  status.setAttribute("aria-live", "polite");
+  const error = svEl("div", "sftviz-error sftviz-hidden");
+  error.setAttribute("role", "alert");
+  const tableWrap = svEl("div");
+  root.append(about, row, status, error, tableWrap);
+  el.appendChild(root);
+
+  const cols = [["name", "run"], ["masking", "masking"], ["fault", "fault"], ["steps", "steps"], ["status", "status"],
+    ["loss", "objective"], ["prompt_nll", "prompt NLL"], ["completion_nll", "completion NLL"], ["eval_cond", "eval log Pr(y|x)/token"]];
+  function draw() {
+    about.textContent = model.get("about") || "";
+    about.classList.toggle("sftviz-hidden", !model.get("about"));
+    bar.value = model.get("progress") || 0;
+    bar.setAttribute("aria-label", "training progress");
+    ptext.textContent = model.get("progress_text") || "";
+    status.textContent = model.get("status") || "";
+    root.classList.toggle("sftviz-running", !!model.get("running"));
+    const runs = model.get("runs") || [];
+    if (!runs.length) { tableWrap.replaceChildren(svEl("div", "sftviz-caption", "No runs yet: choose a masking and press Run.")); return; }
+    const table = svEl("table", "sftviz-table");
+    const head = svEl("tr");
+    for (const [, h] of cols) head.append(svEl("th", null, h));
+    table.append(head);
+    for (const r of runs) {
+      const tr = svEl("tr");
+      for (const [k] of cols) {
+        const v = r[k];
+        const num = typeof v === "number";
+        tr.append(svEl("td", num ? "sftviz-num" : null, num ? svFmt(v) : (v === null || v === undefined ? "\u2013" : v)));
+      }
+      table.append(tr);
+    }
+    tableWrap.replaceChildren(table);
+  }
+  const unbindError = svBindError(model, error);
+  const off = svOn(model, ["about", "progress", "progress_text", "status", "running", "runs"], draw);
+  draw();
+  return () => { off(); unbindError(); };
+}
+
+export default { render };

@@ -1,0 +1,420 @@
+"""MaskingLab: fine-tune with different maskings (and faults) and compare the curves live."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import ipywidgets as W
+import traitlets
+
+from .. import render
+from ._base import SftvizWidget, error_message, json_safe, module_source, stylesheet
+
+# The fault names of the contract, used only when sftviz.faults cannot be imported.
+FALLBACK_FAULTS = {
+    "shifted_labels": "labels shifted one extra position",
+    "eos_masked": "EOS masked (pad == eos, labels masked by id)",
+    "padding_trained": "padding left as targets",
+    "prompt_trained": "the prompt is trained and the completion masked",
+    "per_sequence_mean": "loss averaged per sequence, then over the batch",
+    "accum_mean_of_means": "gradient accumulation averages micro-batch means",
+}
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
+DASH = {"completion": "solid", "full": "dash", "weighted": "dashdot"}
+PANELS = [
+    ("loss", "train", "objective (loss optimised)"),
+    ("prompt_nll", "train", "prompt NLL / token"),
+    ("completion_nll", "train", "completion NLL / token"),
+    ("cond_logprob_per_token", "eval", "eval log Pr(y|x) / token"),
+    ("marg_logprob_per_token", "eval", "eval log Pr(x) / token"),
+    ("grad_norm", "train", "gradient norm"),
+]
+
+
+def _faults():
+    try:
+        from ..faults import FAULTS
+
+        return dict(FAULTS)
+    except Exception:  # the faults module is optional for the lab
+        return dict(FALLBACK_FAULTS)
+
+
+def _finetune():
+    from ..train import finetune
+
+    return finetune
+
+
+class LabRun:
+    """One run of the lab: its settings and the records received so far (kept when stopped)."""
+
+    def __init__(self, index: int, config: dict):
+        self.index = index
+        self.config = dict(config)
+        self.history: list = []
+        self.evals: list = []
+        self.status = "starting"
+        self.run = None  # the sftviz.train Run, when finetune returns
+        self.error = ""
+        self.started = time.monotonic()
+        self.finished = None
+
+    @property
+    def kind(self) -> str:
+        m = self.config["masking"]
+        return m if isinstance(m, str) else "weighted"
+
+    @property
+    def name(self) -> str:
+        m = self.config["masking"]
+        words = m if isinstance(m, str) else f"plw {m:g}"
+        fault = self.config.get("fault")
+        extra = f" + {fault}" if fault else ""
+        seed = f" \u00b7 seed {self.config['seed']}" if self.config.get("seed", 0) != 0 else ""
+        return f"#{self.index} {words}{extra}{seed}"
+
+    def summary(self) -> dict:
+        last = self.history[-1] if self.history else {}
+        ev = self.evals[-1] if self.evals else {}
+        return {
+            "name": self.name,
+            "masking": self.config["masking"] if isinstance(self.config["masking"], str) else f"plw {self.config['masking']:g}",
+            "fault": self.config.get("fault") or "none",
+            "steps": f"{len(self.history)}/{self.config['steps']}",
+            "status": self.status,
+            "loss": last.get("loss"),
+            "prompt_nll": last.get("prompt_nll"),
+            "completion_nll": last.get("completion_nll"),
+            "eval_cond": ev.get("cond_logprob_per_token"),
+        }
+
+    def __repr__(self):
+        return f"LabRun({self.name!r}, {len(self.history)} steps, {self.status})"
+
+
+class LabPanel(SftvizWidget):
+    """The lab's status area: progress bar, status line, error box, what the fault does, runs table."""
+
+    _esm = module_source("masking_lab.js")
+    _css = stylesheet("masking_lab.css")
+
+    progress = traitlets.Float(0.0).tag(sync=True)
+    progress_text = traitlets.Unicode("").tag(sync=True)
+    status = traitlets.Unicode("").tag(sync=True)
+    running = traitlets.Bool(False).tag(sync=True)
+    about = traitlets.Unicode("").tag(sync=True)
+    runs = traitlets.List().tag(sync=True)
+
+    def static_html(self) -> str:
+        return render.runs_table_html(self.runs)
+
+    def __repr__(self) -> str:
+        return f"LabPanel({len(self.runs)} runs)"
+
+
+class MaskingLab(W.VBox):
+    """Fine-tune the model with a masking of your choice, watch the curves, compare runs.
+
+    Args:
+        model, tok: from ``sv.load_model()``. Each run trains a copy (``copy_model=True``), so every
+            run starts from the same pretrained weights and your ``model`` is never changed.
+        data: training rows (default: the bundled "support" train split).
+        eval_data: held-out rows for the eval curves (default: 24 rows of the bundled "support" eval
+            split when ``data`` is the default, else none).
+        steps, lr, seed, batch_size, eval_every, device: the starting values of the controls and the
+            rest of :func:`sftviz.train.finetune`'s arguments (``device="auto"`` uses a GPU when present).
+        **finetune_kwargs: passed on to ``finetune``.
+
+    Controls: masking (completion only, full, or a prompt-loss weight with its slider), a fault to
+    inject, steps, learning rate, seed; Run, Stop and Clear. Training runs in a background thread,
+    so Stop works while it trains; a stopped run keeps its curves. Curves of every run stay overlaid
+    (each run its own colour; each masking its own line style). ``lab.runs`` holds the runs, with
+    the :class:`sftviz.train.Run` of each finished run in ``.run``.
+    """
+
+    def __init__(self, model, tok, data=None, eval_data=None, *, steps: int = 60, lr: float = 1e-3, seed: int = 0,
+                 batch_size: int = 8, eval_every: int = 10, device="auto", **finetune_kwargs):
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        if data is None:
+            from ..datasets import load_dataset
+
+            data = load_dataset("support", split="train")
+            if eval_data is None:  # a small held-out set keeps evaluation quick on a CPU
+                eval_data = load_dataset("support", split="eval")[:24]
+                finetune_kwargs.setdefault("eval_examples", 4)
+        if not isinstance(data, (list, tuple)) or not data:
+            raise TypeError("data must be a non-empty list of {'prompt', 'completion'} (or {'messages'}) rows.")
+        self.model, self.tok = model, tok
+        self.data, self.eval_data = list(data), (list(eval_data) if eval_data is not None else None)
+        self.batch_size, self.eval_every, self.device = batch_size, eval_every, device
+        self.finetune_kwargs = finetune_kwargs
+        self.runs: list = []
+        self.faults = _faults()
+        self._stop = threading.Event()
+        self._thread = None
+        self._lock = threading.Lock()
+        self._last_draw = 0.0
+        self._callbacks = []
+
+        style = {"description_width": "initial"}
+        self.w_masking = W.Dropdown(
+            options=[("completion only (masked prompt)", "completion"), ("full sequence (no mask)", "full"),
+                     ("prompt-loss weight", "weighted")],
+            value="completion", description="masking", style=style,
+        )
+        self.w_plw = W.FloatSlider(value=0.1, min=0.0, max=1.0, step=0.05, description="prompt-loss weight",
+                                   disabled=True, style=style, readout_format=".2f")
+        self.w_fault = W.Dropdown(options=[("none", "")] + [(k, k) for k in self.faults], value="", description="fault",
+                                  style=style)
+        self.w_steps = W.BoundedIntText(value=int(steps), min=1, max=100000, description="steps", style=style,
+                                        layout=W.Layout(width="150px"))
+        self.w_lr = W.FloatLogSlider(value=float(lr), base=10, min=-5, max=-1, step=0.1, description="learning rate",
+                                     style=style, readout_format=".1e")
+        self.w_seed = W.BoundedIntText(value=int(seed), min=0, max=2**31 - 1, description="seed", style=style,
+                                       layout=W.Layout(width="150px"))
+        self.w_run = W.Button(description="Run", button_style="primary", icon="play", tooltip="Start a run with these settings")
+        self.w_stop = W.Button(description="Stop", icon="stop", disabled=True, tooltip="Stop after the current step; keeps the curves")
+        self.w_clear = W.Button(description="Clear", icon="trash", tooltip="Remove all runs and curves")
+        self.panel = LabPanel()
+        fig = make_subplots(rows=2, cols=3, subplot_titles=[p[2] for p in PANELS], horizontal_spacing=0.07,
+                            vertical_spacing=0.16)
+        self.figure = go.FigureWidget(fig)
+        self.figure.update_layout(height=460, margin=dict(l=40, r=10, t=40, b=30), template="plotly_white",
+                                  legend=dict(orientation="h", y=-0.12, font=dict(size=11)),
+                                  font=dict(size=11))
+        self.figure.update_annotations(font_size=12)  # the subplot titles
+        for i in range(len(PANELS)):
+            self.figure.update_xaxes(title_text="step", title_font=dict(size=10), row=i // 3 + 1, col=i % 3 + 1)
+
+        self.w_masking.observe(self._on_masking, names="value")
+        self.w_fault.observe(self._on_fault, names="value")
+        self.w_run.on_click(lambda _b: self.run())
+        self.w_stop.on_click(lambda _b: self.stop())
+        self.w_clear.on_click(lambda _b: self.clear())
+        controls = W.VBox([
+            W.HBox([self.w_masking, self.w_plw, self.w_fault]),
+            W.HBox([self.w_steps, self.w_lr, self.w_seed]),
+            W.HBox([self.w_run, self.w_stop, self.w_clear]),
+        ])
+        super().__init__([controls, self.panel, self.figure])
+        self.add_class("sftviz-masking-lab")
+        self._on_fault({"new": ""})
+        self._set_status(self._idle_status())
+
+    # -- settings ----------------------------------------------------------------------------
+
+    def config(self) -> dict:
+        """The settings the controls show now, as finetune arguments."""
+        m = self.w_masking.value
+        masking = float(self.w_plw.value) if m == "weighted" else m
+        return {
+            "masking": masking,
+            "fault": self.w_fault.value or None,
+            "steps": int(self.w_steps.value),
+            "lr": float(self.w_lr.value),
+            "seed": int(self.w_seed.value),
+            "batch_size": self.batch_size,
+            "eval_every": self.eval_every,
+            "device": self.device,
+        }
+
+    def _on_masking(self, change):
+        self.w_plw.disabled = change["new"] != "weighted"
+
+    def _on_fault(self, change):
+        name = change["new"]
+        self.panel.about = (f"fault {name}: {self.faults.get(name, '')}" if name else
+                            "no fault: the loss is computed correctly. Pick a fault to see what a classic bug does to the curves.")
+
+    def _idle_status(self):
+        try:
+            from ..modeling import resolve_device
+
+            dev = str(resolve_device(self.device))
+        except Exception:
+            dev = str(self.device)
+        return f"ready \u00b7 {len(self.data)} training rows \u00b7 device {dev}"
+
+    # -- running ------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def on_record(self, callback) -> None:
+        """Also call ``callback(record, run)`` for every record (errors it raises show in the lab)."""
+        if not callable(callback):
+            raise TypeError("on_record needs a function taking (record, run).")
+        self._callbacks.append(callback)
+
+    def run(self, *, wait: bool = False, **overrides):
+        """Start a run with the controls' settings (``overrides`` replace some); returns its :class:`LabRun`.
+
+        Training happens in a background thread; ``wait=True`` blocks until it ends.
+        """
+        if self.running:
+            self.panel.error = "A run is still going: press Stop (or wait) before starting another."
+            return None
+        cfg = self.config()
+        unknown = set(overrides) - set(cfg)
+        if unknown:
+            raise TypeError(f"Unknown setting(s) {sorted(unknown)}; the lab sets {sorted(cfg)}.")
+        cfg.update(overrides)
+        self.panel.error = ""
+        entry = LabRun(len(self.runs) + 1, cfg)
+        self.runs.append(entry)
+        self._add_traces(entry)
+        self._stop = threading.Event()
+        self.w_run.disabled, self.w_stop.disabled, self.w_clear.disabled = True, False, True
+        self.panel.running = True
+        self.panel.progress = 0.0
+        self._set_status(f"training {entry.name} \u2026")
+        self._thread = threading.Thread(target=self._worker, args=(entry,), name=f"sftviz-lab-{entry.index}", daemon=True)
+        self._thread.start()
+        if wait:
+            self.wait()
+        return entry
+
+    def stop(self) -> None:
+        """Ask the current run to stop after its current step (its curves stay)."""
+        if self.running:
+            self._stop.set()
+            self.w_stop.disabled = True
+            self._set_status("stopping after this step \u2026")
+
+    def wait(self, timeout=None) -> bool:
+        """Block until the current run ends; False if it is still going after ``timeout`` seconds."""
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+            return not t.is_alive()
+        return True
+
+    def clear(self) -> None:
+        """Remove every run and its curves (not while a run is going)."""
+        if self.running:
+            self.panel.error = "Stop the run before clearing."
+            return
+        self.runs = []
+        self.figure.data = []
+        self.panel.runs = []
+        self.panel.progress = 0.0
+        self.panel.progress_text = ""
+        self.panel.error = ""
+        self._set_status(self._idle_status())
+
+    def _worker(self, entry: LabRun):
+        cfg = entry.config
+        try:
+            finetune = _finetune()
+            kwargs = dict(self.finetune_kwargs)
+            kwargs.update(
+                masking=cfg["masking"], steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], seed=cfg["seed"],
+                device=cfg["device"], eval_data=self.eval_data, eval_every=cfg["eval_every"],
+                callbacks=[self._make_callback(entry)], fault=cfg["fault"], stop=self._stop, progress=False,
+                copy_model=True,
+            )
+            entry.status = "running"
+            run = finetune(self.model, self.tok, self.data, **kwargs)
+            entry.run = run
+            entry.status = str(getattr(run, "status", "done") or "done")
+        except Exception as err:
+            entry.status = "error"
+            entry.error = error_message(err)
+            self.panel._report(err)
+        finally:
+            entry.finished = time.monotonic()
+            try:
+                self._draw(entry, force=True)
+            except Exception as err:
+                self.panel._report(err)
+            self.w_run.disabled, self.w_stop.disabled, self.w_clear.disabled = False, True, False
+            self.panel.running = False
+            took = entry.finished - entry.started
+            self._set_status(f"{entry.name}: {entry.status} after {len(entry.history)} steps ({took:.1f} s) \u00b7 " + self._idle_status())
+
+    def _make_callback(self, entry: LabRun):
+        def callback(record, run=None):
+            try:
+                rec = dict(record)
+                if rec.get("kind", "train") == "eval":
+                    entry.evals.append(rec)
+                else:
+                    entry.history.append(rec)
+                self._draw(entry, force=rec.get("kind") == "eval")
+                for cb in list(self._callbacks):
+                    cb(record, run)
+            except Exception as err:  # never kill the training run for a drawing problem
+                self.panel._report(err)
+
+        return callback
+
+    # -- drawing ------------------------------------------------------------------------------
+
+    def _add_traces(self, entry: LabRun):
+        colour = PALETTE[(entry.index - 1) % len(PALETTE)]
+        dash = DASH.get(entry.kind, "solid") if not entry.config.get("fault") else "dot"
+        with self.figure.batch_update():
+            for i, (key, where, _title) in enumerate(PANELS):
+                self.figure.add_scatter(
+                    x=[], y=[], name=entry.name, legendgroup=entry.name, showlegend=(i == 0),
+                    mode="lines+markers" if where == "eval" else "lines",
+                    line=dict(color=colour, dash=dash, width=2), marker=dict(size=5, color=colour),
+                    row=i // 3 + 1, col=i % 3 + 1,
+                )
+        entry._traces = list(self.figure.data[-len(PANELS):])
+
+    def _draw(self, entry: LabRun, force: bool = False):
+        now = time.monotonic()
+        steps = max(1, int(entry.config["steps"]))
+        done = len(entry.history)
+        with self._lock:
+            if not force and now - self._last_draw < 0.3:
+                return
+            self._last_draw = now
+            traces = getattr(entry, "_traces", None)
+            if traces:
+                with self.figure.batch_update():
+                    for trace, (key, where, _title) in zip(traces, PANELS):
+                        recs = entry.history if where == "train" else entry.evals
+                        pts = [(r.get("step"), r.get(key)) for r in recs if isinstance(r.get(key), (int, float))]
+                        trace.x = [p[0] for p in pts]
+                        trace.y = [p[1] for p in pts]
+            self.panel.progress = min(1.0, done / steps)
+            rate = done / max(1e-9, now - entry.started)
+            self.panel.progress_text = f"step {done} / {steps} \u00b7 {rate:.1f} steps/s"
+            self.panel.runs = json_safe([r.summary() for r in self.runs])
+
+    def _set_status(self, text: str):
+        self.panel.status = text
+
+    # -- display ------------------------------------------------------------------------------
+
+    def static_html(self) -> str:
+        parts = [render.runs_table_html([r.summary() for r in self.runs])]
+        if any(r.history for r in self.runs):
+            from ..plots import figure_html, plot_runs
+
+            fig = plot_runs([{"name": r.name, "config": r.config, "history": r.history, "evals": r.evals} for r in self.runs])
+            parts.append(figure_html(fig, alt="training curves of the masking lab's runs"))
+        return "".join(parts)
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
+        data = dict(data or {})
+        data["text/plain"] = repr(self)
+        try:
+            data["text/html"] = self.static_html()
+        except Exception as err:
+            from html import escape
+
+            data["text/html"] = f'<div class="sftviz-error">{escape(error_message(err))}</div>'
+        return data, meta
+
+    def __repr__(self) -> str:
+        return f"MaskingLab({len(self.data)} training rows, {len(self.runs)} runs)"

@@ -1,0 +1,118 @@
+// TokenView: the sequence [x, y] token by token. Click a token to make it a target or not.
+function render({ model, el }) {
+  const root = svEl("div", "sftviz sftviz-tokenview");
+  const title = svEl("div", "sftviz-title");
+  const summary = svEl("div", "sftviz-summary");
+  const controls = svEl("div", "sftviz-controls");
+  const shiftLabel = svEl("label");
+  const shiftBox = document.createElement("input");
+  shiftBox.type = "checkbox";
+  shiftBox.className = "sftviz-shift-toggle";
+  shiftLabel.appendChild(shiftBox);
+  shiftLabel.appendChild(document.createTextNode("shifted view: inputs row over targets row"));
+  const hint = svEl("span", "sftviz-caption", "click (or Enter on) a token to train or mask it");
+  controls.append(shiftLabel, hint);
+  const error = svEl("div", "sftviz-error sftviz-hidden");
+  error.setAttribute("role", "alert");
+  const body = svEl("div", "sftviz-body");
+  const notes = svEl("div");
+  const legend = svEl("div");
+  root.append(title, summary, controls, error, body, notes, legend);
+  el.appendChild(root);
+  const tip = svTooltip(root);
+
+  function chip(rec, role) {
+    const c = svChip(rec, { role });
+    c._svTip = role === "input" ? ["read as input at position " + rec.position].concat(rec.tip) : rec.tip;
+    if (model.get("editable") && role !== "input") {
+      c.tabIndex = 0;
+      c.setAttribute("role", "button");
+    }
+    return c;
+  }
+
+  function draw() {
+    const recs = model.get("tokens") || [];
+    const shifted = model.get("shifted");
+    title.textContent = model.get("title") || "";
+    title.classList.toggle("sftviz-hidden", !model.get("title"));
+    summary.textContent = model.get("summary") || "";
+    shiftBox.checked = shifted;
+    hint.classList.toggle("sftviz-hidden", !model.get("editable"));
+    root.classList.toggle("sftviz-editable", !!model.get("editable"));
+    body.replaceChildren();
+    if (shifted) {
+      body.appendChild(svEl("div", "sftviz-caption",
+        "Each column is one prediction: the model reads the top token (and everything before it) " +
+        "and is scored on the bottom one. Only targets marked trained count in the loss."));
+      const strip = svEl("div", "sftviz-strip sftviz-shift");
+      const key = svEl("span", "sftviz-rowkey");
+      key.append(svEl("span", null, "input t\u22121"), svEl("span", null, "target t"));
+      strip.appendChild(key);
+      for (let t = 1; t < recs.length; t++) {
+        const col = svEl("span", "sftviz-col");
+        col.dataset.sftvizPosition = String(t);
+        col.append(chip(recs[t - 1], "input"), svEl("span", "sftviz-arrow", "\u2193"), chip(recs[t], "target"));
+        strip.appendChild(col);
+      }
+      body.appendChild(strip);
+    } else {
+      const strip = svEl("div", "sftviz-strip");
+      let prev = null;
+      for (const rec of recs) {
+        if (rec.segment !== prev && SV_LABELLED.includes(rec.segment)) strip.appendChild(svSegLabel(rec.segment));
+        prev = rec.segment;
+        strip.appendChild(chip(rec, "token"));
+        if (rec.newline) strip.appendChild(svEl("span", "sftviz-break"));
+      }
+      body.appendChild(strip);
+    }
+    notes.replaceChildren(...(model.get("notes") || []).map((n) => svEl("div", "sftviz-note", n)));
+    legend.replaceChildren(svLegend(recs.map((r) => r.segment)));
+  }
+
+  function toggleFrom(target) {
+    if (!model.get("editable")) return;
+    const c = target.closest ? target.closest(".sftviz-tok") : null;
+    if (!c || !body.contains(c) || c.dataset.sftvizRole === "input") return;
+    const pos = parseInt(c.dataset.sftvizPosition, 10);
+    const trained = (model.get("trained") || []).slice();
+    if (!(pos >= 0 && pos < trained.length)) return;
+    trained[pos] = !trained[pos];
+    model.set("trained", trained);
+    model.save_changes();
+  }
+  const onClick = (e) => toggleFrom(e.target);
+  const onKey = (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); toggleFrom(e.target); }
+  };
+  // Hovering a token outlines the token whose logits predict it (position t - 1).
+  let related = null;
+  const onOver = (e) => {
+    const c = e.target.closest ? e.target.closest(".sftviz-tok") : null;
+    if (related) { related.classList.remove("sftviz-related"); related = null; }
+    if (!c || !body.contains(c) || model.get("shifted")) return;
+    const pos = parseInt(c.dataset.sftvizPosition, 10);
+    related = body.querySelector('.sftviz-tok[data-sftviz-position="' + (pos - 1) + '"]');
+    if (related) related.classList.add("sftviz-related");
+  };
+  const onShift = () => { model.set("shifted", shiftBox.checked); model.save_changes(); };
+  body.addEventListener("click", onClick);
+  body.addEventListener("keydown", onKey);
+  body.addEventListener("mouseover", onOver);
+  shiftBox.addEventListener("change", onShift);
+  const unbindError = svBindError(model, error);
+  const unlisten = svOn(model, ["tokens", "shifted", "editable", "title", "summary", "notes"], draw);
+  draw();
+  return () => {
+    unlisten();
+    unbindError();
+    body.removeEventListener("click", onClick);
+    body.removeEventListener("keydown", onKey);
+    body.removeEventListener("mouseover", onOver);
+    shiftBox.removeEventListener("change", onShift);
+    tip.hide();
+  };
+}
+
+export default { render };

@@ -1,0 +1,144 @@
+"""TokenView: the sequence [x, y] token by token, trained vs masked, with the shift made visible."""
+
+from __future__ import annotations
+
+import traitlets
+
+from .. import render
+from ._base import SftvizWidget, json_safe, module_source, stylesheet
+
+
+class TokenView(SftvizWidget):
+    """Show an example token by token; click a token to make it a target or not.
+
+    Args:
+        example: an :class:`~sftviz.data.Example` (``sv.build_example``) or a
+            :class:`~sftviz.logprobs.ScoreReport` (``sv.score``), which also gives log-probs.
+        scores: optionally a ``ScoreReport`` of the same example.
+        shifted: start in the shifted view (inputs row over targets row).
+        editable: let clicks toggle trained/masked (default True).
+        title: an optional heading.
+
+    Each token shows its segment (prompt, completion, EOS, chat roles) and whether it is trained:
+    trained tokens have a solid border, an underline and a check badge; masked tokens are dashed,
+    hatched and grey. Hover for the token id, label, position, what predicts it and what it
+    predicts, and its log-prob when scored.
+
+    Clicking a token in the browser sets the ``trained`` traitlet; the view then calls
+    ``example.set_trained`` so the example's ``labels`` change, and updates ``labels`` and
+    ``tokens``. Watch changes with ``view.observe(fn, names="trained")``. A refused change (position
+    0 cannot be a target) is undone and explained in the widget.
+    """
+
+    _esm = module_source("token_view.js")
+    _css = stylesheet("token_view.css")
+
+    tokens = traitlets.List().tag(sync=True)
+    trained = traitlets.List().tag(sync=True)
+    labels = traitlets.List().tag(sync=True)
+    shifted = traitlets.Bool(False).tag(sync=True)
+    editable = traitlets.Bool(True).tag(sync=True)
+    title = traitlets.Unicode("").tag(sync=True)
+    summary = traitlets.Unicode("").tag(sync=True)
+    notes = traitlets.List().tag(sync=True)
+
+    def __init__(self, example, scores=None, *, shifted: bool = False, editable: bool = True, title: str = "", **kwargs):
+        ex, report = render._split(example, scores)
+        self.example = ex
+        self.report = report
+        self._syncing = False
+        super().__init__(shifted=bool(shifted), editable=bool(editable), title=str(title or ""), **kwargs)
+        self.refresh()
+
+    # -- Python API ---------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Re-read the example (after changing it from Python) and update the view."""
+        self._syncing = True
+        try:
+            with self.hold_trait_notifications():
+                self.tokens = json_safe(render.token_records(self.example, self.report))
+                self.trained = [bool(v) for v in self.example.trained]
+                self.labels = list(self.example.labels)
+                self.summary = render.example_summary(self.example)
+                self.notes = render.notes_of(self.example)
+        finally:
+            self._syncing = False
+
+    def set_trained(self, position: int, trained: bool = True) -> None:
+        """Make token ``position`` a target (or not), as a click would."""
+        new = [bool(v) for v in self.example.trained]
+        if isinstance(position, int) and not isinstance(position, bool) and 0 <= position < len(new):
+            new[position] = bool(trained)
+            self.trained = new
+        else:  # let the core explain what is wrong with the position
+            try:
+                self.example.set_trained(position, trained)
+            except (TypeError, ValueError) as err:
+                self._report(err)
+
+    def toggle(self, position: int) -> None:
+        """Flip whether token ``position`` is trained."""
+        cur = self.example.trained
+        if isinstance(position, int) and not isinstance(position, bool) and 0 <= position < len(cur):
+            self.set_trained(position, not cur[position])
+        else:
+            self.set_trained(position, True)
+
+    # -- what the browser sends -----------------------------------------------------------
+
+    @traitlets.validate("trained")
+    def _valid_trained(self, proposal):
+        value = proposal["value"]
+        if self._syncing:
+            return value
+        if not isinstance(value, (list, tuple)) or len(value) != len(self.example):
+            got = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
+            self.error = f"trained must list one true/false per token ({len(self.example)}); got {got}."
+            self._resend_trained()
+            return [bool(v) for v in self.example.trained]
+        want = [bool(v) for v in value]
+        have = [bool(v) for v in self.example.trained]
+        changed = [t for t in range(len(want)) if want[t] != have[t]]
+        backup = (list(self.example.labels), list(self.example.weights), self.example.masking)
+        try:
+            for t in changed:
+                self.example.set_trained(t, want[t])
+        except (TypeError, ValueError) as err:
+            self.example.labels[:], self.example.weights[:] = backup[0], backup[1]
+            self.example.masking = backup[2]
+            self._report(err)
+            self._resend_trained()
+            return have
+        self.error = ""
+        return want
+
+    def _resend_trained(self):
+        # A refused click leaves the trait unchanged, so no change event would tell the browser to
+        # undo it: send the current value explicitly (after ipywidgets' echo of the browser's value).
+        try:
+            self.send_state("trained")
+        except Exception:  # no front end: nothing to undo
+            pass
+
+    @traitlets.observe("trained")
+    def _on_trained(self, change):
+        if self._syncing:
+            return
+        self._syncing = True
+        try:
+            with self.hold_trait_notifications():
+                self.tokens = json_safe(render.token_records(self.example, self.report))
+                self.labels = list(self.example.labels)
+                self.summary = render.example_summary(self.example)
+        finally:
+            self._syncing = False
+
+    # -- display ------------------------------------------------------------------------------
+
+    def static_html(self) -> str:
+        return render.token_html(self.example, self.report, shifted=self.shifted, title=self.title or None)
+
+    def __repr__(self) -> str:
+        n = len(self.example)
+        return f"TokenView({n} tokens, {sum(self.example.trained)} trained, masking={self.example.masking!r})"
