@@ -14,6 +14,9 @@ fi
 echo "[sftviz] installing sftviz with its test dependencies"
 "$VENV/bin/python" -m pip install --quiet -e ".[test]"
 
+echo "[sftviz] checking for Chromium (browser tests)"
+bash scripts/install_browser.sh
+
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 targets=(tests)
 nbargs=()
