@@ -13,7 +13,11 @@ Steps (every random choice comes from ``--seed``):
 
 Run from the repository root::
 
-    python scripts/build_tiny_model.py          # about 6-7 minutes on a 2-core CPU
+    python scripts/build_tiny_model.py          # 4-8 minutes on a 2-core CPU, then the SFT check
+
+Pretraining takes about 0.25 s a step with 2 torch threads on an idle 2-core machine (800 steps:
+3-4 minutes). On a machine shared with other jobs, two torch threads per process oversubscribe the
+cores and can be ten times slower; run with ``OMP_NUM_THREADS=1`` there (about 0.5 s a step).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -119,6 +124,26 @@ def train_tokenizer(corpus: list[str], vocab_size: int):
     return tok
 
 
+def make_tokenizer_config_portable(folder: Path) -> None:
+    """Rewrite ``tokenizer_config.json`` so that transformers 4.x loads it as well as 5.x.
+
+    transformers 5 writes ``"tokenizer_class": "TokenizersBackend"`` and ``extra_special_tokens``,
+    and keeps the chat template only in ``chat_template.jinja``; transformers 4 knows none of these.
+    We name the class ``PreTrainedTokenizerFast``, list the chat tokens as
+    ``additional_special_tokens`` and also store the template in the config (both versions read
+    these; ``chat_template.jinja`` stays for version 5).
+    """
+    path = folder / "tokenizer_config.json"
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    extra = cfg.pop("extra_special_tokens", None)
+    if isinstance(extra, list):
+        cfg["additional_special_tokens"] = extra
+    cfg.setdefault("additional_special_tokens", CHAT_TOKENS)
+    cfg["chat_template"] = CHAT_TEMPLATE
+    path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def check_tokenizer(tok) -> None:
     """Fail loudly if the tokenizer adds tokens by itself or the chat template misbehaves."""
     ids = tok("The Zephyr Kettle costs 49 dollars.")["input_ids"]
@@ -172,7 +197,7 @@ def pack_documents(tok, docs: list[str], block: int, seed: int) -> tuple[torch.T
 
 
 def pretrain(model, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, lr: float,
-             warmup: int, seed: int, log_every: int = 100) -> dict:
+             warmup: int, seed: int, pad_id: int, log_every: int = 100) -> dict:
     """AdamW with linear warmup and cosine decay to 10% of ``lr``, grad clip 1.0."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -195,9 +220,9 @@ def pretrain(model, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: in
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         xb, yb = x[idx], y[idx]
-        # Padding only ever follows the real tokens of a block, and attention is causal, so no real
-        # token attends to padding: no attention mask is needed; padding labels are -100.
-        loss = model(input_ids=xb, labels=yb).loss
+        # Padding only ever follows the real tokens of a block and attention is causal, so no real
+        # token could attend to padding anyway; the mask just says so. Padding labels are -100.
+        loss = model(input_ids=xb, attention_mask=(xb != pad_id).long(), labels=yb).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -287,9 +312,15 @@ def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: pipes escaped (GitHub tables split on them, even in code)."""
+    return text.replace("|", "\\|")
+
+
 def write_card(info: dict) -> None:
     cfg, tok = info["config"], info["tok"]
     ev, st, base = info["heldout_nll"], info["statements"], info["base_em"]
+    st_ex = info["files"]["heldout-statements.jsonl"][0]
     logv = math.log(cfg.vocab_size)
     files = sorted(f.name for f in MODEL_DIR.iterdir() if f.is_file() and f.name != "MODEL_CARD.md")
     ex = info["files"]["support-train.jsonl"][0]
@@ -340,7 +371,7 @@ def write_card(info: dict) -> None:
              "<|system|>": "chat: system turn", "<|user|>": "chat: user turn",
              "<|assistant|>": "chat: assistant turn", "<|end|>": "chat: end of turn"}
     for t in SPECIAL_TOKENS:
-        lines.append(f"| `{t}` | {tok.convert_tokens_to_ids(t)} | {roles[t]} |")
+        lines.append(f"| `{_cell(t)}` | {tok.convert_tokens_to_ids(t)} | {roles[t]} |")
     lines += [
         "",
         "Chat template (no newlines are added between turns):",
@@ -386,8 +417,9 @@ def write_card(info: dict) -> None:
         f"generator that are not in the training corpus, {ev['tokens']:,} scored tokens incl. EOS) | "
         f"**{ev['nll']:.3f} nats/token** (perplexity {ev['ppl']:.2f}); uniform guess log(V) = {logv:.3f} "
         f"nats (perplexity {cfg.vocab_size}) |",
-        f"| held-out statements (`data/heldout-statements.jsonl`, eval-only sentence templates; true "
-        f"continuation must beat every distractor) | **{st['correct']}/{st['n']} = {100 * st['accuracy']:.1f}%** "
+        f"| held-out statements (`data/heldout-statements.jsonl`: eval-only paraphrase templates that never "
+        f"occur in the corpus, e.g. `{_cell(st_ex['context'])}` + `{_cell(st_ex['true'])}`; the true continuation "
+        f"must have a higher log-probability than each of its {len(st_ex['distractors'])} distractors) | **{st['correct']}/{st['n']} = {100 * st['accuracy']:.1f}%** "
         f"({kinds}) |",
         f"| base-model greedy exact match on `data/support-eval.jsonl` (same decoding as the SFT check) | "
         f"{base['exact']}/{base['n']} = {100 * base['exact_rate']:.0f}% (answer merely starts right: "
@@ -401,7 +433,8 @@ def write_card(info: dict) -> None:
         "|---|---|---|---|",
     ]
     for s in base["samples"]:
-        lines.append(f"| {s['question']} | `{s['reference']!r}` | `{s['model']!r}` | {s['stopped']} |")
+        lines.append(f"| {_cell(s['question'])} | `{_cell(repr(s['reference']))}` | `{_cell(repr(s['model']))}` "
+                     f"| {s['stopped']} |")
     lines += [
         "",
         "## Fine-tuning data (`sftviz/assets/data/`)",
@@ -445,7 +478,7 @@ def write_card(info: dict) -> None:
         "python scripts/sft_check.py          # only the SFT section of this card",
         "```",
         "",
-        f"Options: `--seed` (default 0), `--steps`, `--skip-sft-check`; see `--help`. Rebuilding on another "
+        "Options: `--seed` (default 0), `--steps`, `--skip-sft-check`; see `--help`. Rebuilding on another "
         "machine or torch version gives a model of the same quality, not bit-identical weights.",
         "",
     ]
@@ -464,7 +497,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--block", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=60)
@@ -494,18 +527,31 @@ def main(argv: list[str] | None = None) -> None:
     )
     torch.manual_seed(args.seed)
     model = GPT2LMHeadModel(config)
-    pre = pretrain(model, x, y, args.steps, args.batch_size, args.lr, args.warmup, args.seed)
+    load_before = os.getloadavg()[0]
+    pre = pretrain(model, x, y, args.steps, args.batch_size, args.lr, args.warmup, args.seed,
+                   pad_id=tok.pad_token_id)
 
+    load_after = os.getloadavg()[0]
     print("4/5 save", flush=True)
-    MODEL_DIR.mkdir(parents=True, exist_ok=True)
-    for f in MODEL_DIR.iterdir():          # start from an empty folder (no stale files)
-        if f.is_file():
-            f.unlink()
     model.generation_config = GenerationConfig(
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
         do_sample=False, max_new_tokens=32)
-    model.save_pretrained(MODEL_DIR, safe_serialization=True)
-    tok.save_pretrained(MODEL_DIR)
+    # Write into a fresh temporary folder, then move the files in one by one (each move is atomic),
+    # and drop stale files: anyone loading the model meanwhile sees old or new files, never none.
+    tmp = MODEL_DIR.with_name(MODEL_DIR.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    make_tokenizer_config_portable(tmp)
+    MODEL_DIR.mkdir(parents=True, exist_ok=True)
+    written = {f.name for f in tmp.iterdir()}
+    for name in written:
+        os.chmod(tmp / name, 0o644)       # some writers create 0600 files
+        os.replace(tmp / name, MODEL_DIR / name)
+    for f in MODEL_DIR.iterdir():
+        if f.is_file() and f.name not in written | {"MODEL_CARD.md"}:
+            f.unlink()
+    tmp.rmdir()
 
     print("5/5 evaluate and write the card", flush=True)
     model = AutoModelForCausalLM.from_pretrained(MODEL_DIR).eval()
@@ -529,7 +575,9 @@ def main(argv: list[str] | None = None) -> None:
         "n_params": sum(p.numel() for p in model.parameters()),
         "transformers": transformers.__version__,
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}, `nproc` = {os.cpu_count()}), "
-                   f"torch {torch.__version__}, {torch.get_num_threads()} torch threads",
+                   f"torch {torch.__version__}, torch threads: {torch.get_num_threads()}; 1-minute load "
+                   f"average {load_before:.1f} before and {load_after:.1f} after pretraining (this job "
+                   f"accounts for about {torch.get_num_threads()}; the rest is other work on the machine)",
         "tok_example": (example_text, " ".join(f"`{t}`" for t in tok.tokenize(example_text))),
         "ex_prompt_tokens": len(tok(ex["prompt"])["input_ids"]),
         "ex_completion_tokens": len(tok(ex["completion"])["input_ids"]),

@@ -242,11 +242,12 @@ _PAIR_TEMPLATES = [
     ("battery", "warranty", "The {n} runs for {battery} {battery_u} and is covered for {warranty} {warranty_u}."),
 ]
 
-#: Eval-only templates: (context, continuation). Never used for pretraining.
+#: Eval-only templates: (context, continuation). Paraphrases of the pretraining templates (other
+#: wording or word order) that never occur in the pretraining corpus.
 _EVAL_TEMPLATES = {
     "price": ("The price of the {n} is", " {v} dollars."),
     "colour": ("The colour of the {n} is", " {v}."),
-    "battery": ("On one full charge the {n} keeps going for", " {v} {u}."),
+    "battery": ("On one charge, the {n} runs for", " {v} {u}."),
     "warranty": ("The warranty for the {n} lasts", " {v} {u}."),
 }
 
@@ -261,10 +262,10 @@ _SHOP_TEMPLATES = {
     "founded": ["{company} was founded in {v}.", "{company} started selling home products in {v}."],
 }
 _SHOP_EVAL = {
-    "return_days": ("The return window at {company} is", " {v} days."),
-    "open_hour": ("In the morning, {company} stores open their doors at", " {v}."),
-    "free_shipping": ("Shipping from {company} is free for orders above", " {v} dollars."),
-    "founded": ("The year {company} was founded is", " {v}."),
+    "return_days": ("{company} takes returns within", " {v} days."),
+    "open_hour": ("The stores of {company} open at", " {v} in the morning."),
+    "free_shipping": ("{company} offers free shipping on orders over", " {v} dollars."),
+    "founded": ("{company} was started in", " {v}."),
 }
 
 #: General prose about the support service (gives the tokenizer and the model the words of the
@@ -298,11 +299,11 @@ _GENERAL_TEMPLATES = {
 }
 _GENERAL_EVAL = {
     "capital": ("The capital city of {s} is", " {v}."),
-    "day": ("The day that follows {s} is", " {v}."),
-    "month": ("The month that follows {s} is", " {v}."),
-    "thing_colour": ("Usually, {s} is", " {v}."),
-    "sum": ("The sum of {s} is", " {v}."),
-    "opposite": ("The word that means the opposite of {s} is", " {v}."),
+    "day": ("The next day after {s} is", " {v}."),
+    "month": ("The next month after {s} is", " {v}."),
+    "thing_colour": ("In most cases {s} is", " {v}."),
+    "sum": ("Adding {s}, you get", " {v}."),
+    "opposite": ("The opposite of the word {s} is", " {v}."),
 }
 
 
@@ -427,6 +428,10 @@ def heldout_corpus(world: World, n: int, seed: int, exclude: set[str] | list[str
 def heldout_statements(world: World, seed: int = 0, n_distractors: int = 5,
                        include_general: bool = True) -> list[dict]:
     """Fill-in-the-blank knowledge probes written with eval-only templates.
+
+    The eval templates paraphrase the pretraining ones ("On one charge, the X runs for" for "The X
+    runs for 8 hours on one charge.") but never occur in the pretraining corpus, so a model has to
+    know the fact, not a memorised string, to complete them.
 
     Each item is ``{"context", "true", "distractors", "kind", "subject"}``: a sentence start such as
     ``"The colour of the Zephyr Kettle is"``, the true continuation (``" teal."``, with a leading
