@@ -5,15 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${SFTVIZ_VENV:-.venv}"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 pattern="${1:-}"
 for src in notebooks/src/${pattern}*.py; do
   name="$(basename "$src" .py)"
   out="notebooks/$name.ipynb"
   "$VENV/bin/python" -m jupytext --quiet --to ipynb --output "$out" "$src"
   start=$(date +%s%N)
-  "$VENV/bin/python" -m jupyter nbconvert --to notebook --execute --inplace \
-    --ExecutePreprocessor.timeout=300 --ExecutePreprocessor.store_widget_state=False "$out" 2>/dev/null
+  log="$(mktemp)"
+  if ! "$VENV/bin/python" -m jupyter nbconvert --to notebook --execute --inplace \
+    --ExecutePreprocessor.timeout=900 --ExecutePreprocessor.store_widget_state=False "$out" > "$log" 2>&1; then
+    tail -n 40 "$log"; rm -f "$log"; echo "FAILED: $out"; exit 1
+  fi
+  rm -f "$log"
   end=$(date +%s%N)
   "$VENV/bin/python" - "$out" <<'PY'
 import sys, nbformat

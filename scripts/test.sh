@@ -17,7 +17,7 @@ echo "[sftviz] installing sftviz with its test dependencies"
 echo "[sftviz] checking for Chromium (browser tests)"
 bash scripts/install_browser.sh
 
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 targets=(tests)
 nbargs=()
 if compgen -G "notebooks/*.ipynb" > /dev/null; then

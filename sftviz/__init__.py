@@ -15,6 +15,9 @@ from .datasets import load_dataset
 from .logprobs import LogProbCheck, ScoreReport, TokenScore, check_logprobs, score, score_batch
 from .loss import LossBreakdown, NothingToTrainWarning, loss_breakdown, sft_loss, supervised_head_loss, token_nll
 from .modeling import load_model, resolve_device
+from .faults import FAULTS
+from .runs import Run, load_run
+from .train import compare_masking, finetune
 
 __version__ = "0.1.0"
 
@@ -22,6 +25,11 @@ __all__ = [
     "IGNORE_INDEX",
     "BoundaryMergeWarning",
     "BoundaryNote",
+    "FAULTS",
+    "Run",
+    "compare_masking",
+    "finetune",
+    "load_run",
     "Example",
     "LogProbCheck",
     "LossBreakdown",

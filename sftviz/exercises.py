@@ -148,3 +148,59 @@ def check_diagnosis(answer, mystery) -> Feedback:
     if answer == truth:
         return Feedback(True, f"{answer}: {FAULTS[answer]}")
     return Feedback(False, f"{answer} would look different ({FAULTS[answer]}). Look again at the curves and labels.")
+
+
+def mystery_runs(model, tok, data, suspects, *, steps=150, seed=0, **finetune_kwargs):
+    """Fine-tune one healthy run and one run per suspected bug, with the bugs' names hidden.
+
+    Args:
+        suspects: fault names from :data:`sftviz.faults.FAULTS` (2 to 6 of them, all different).
+        seed: the training seed of every run, and the shuffle that decides which bug is in which run.
+        **finetune_kwargs: passed to :func:`sftviz.finetune` (``eval_data``, ``lr``, ...).
+
+    Returns:
+        ``(healthy, {"A": run, "B": run, ...})``. Each mystery run's record says ``fault: "hidden"``;
+        :func:`check_diagnosis` knows the truth.
+    """
+    import random
+
+    from .faults import FAULTS
+    from .train import finetune
+
+    if isinstance(suspects, str) or not isinstance(suspects, (list, tuple)):
+        raise TypeError("suspects must be a list of fault names, e.g. ['eos_masked', 'prompt_trained'].")
+    unknown = [s for s in suspects if s not in FAULTS]
+    if unknown:
+        raise ValueError(f"Unknown fault(s) {unknown}; choose from: {', '.join(FAULTS)}.")
+    if len(set(suspects)) != len(suspects) or not 2 <= len(suspects) <= 6:
+        raise ValueError("Give between 2 and 6 different suspects.")
+    order = list(suspects)
+    random.Random(seed).shuffle(order)
+    finetune_kwargs.setdefault("progress", False)
+    healthy = finetune(model, tok, data, "completion", steps=steps, seed=seed, **finetune_kwargs)
+    healthy.name = "healthy"
+    runs = {}
+    for letter, fault in zip("ABCDEF", order):
+        run = finetune(model, tok, data, "completion", steps=steps, seed=seed, fault=fault, **finetune_kwargs)
+        run._hidden_fault = fault
+        run.config["fault"] = "hidden"
+        run.name = f"run {letter}"
+        runs[letter] = run
+    return healthy, runs
+
+
+def mystery_labels(tok, row, run) -> Example:
+    """The example built from ``row`` with the labels that ``run``'s (possibly buggy) pipeline trained on."""
+    from dataclasses import replace
+
+    from .collate import collate_examples
+    from .data import build_example
+    from .faults import apply_label_fault
+
+    fault = getattr(run, "_hidden_fault", None) or run.config.get("fault")
+    ex = build_example(tok, **row, masking=run.config.get("masking", "completion"), warn=False)
+    batch = collate_examples([ex], tok.pad_token_id, extras=True)
+    batch = apply_label_fault(fault, batch, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+    labels = batch["labels"][0].tolist()
+    weights = batch["loss_weights"][0].tolist()
+    return replace(ex, labels=labels, weights=weights, masking="custom" if fault else ex.masking, notes=list(ex.notes))

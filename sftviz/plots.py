@@ -32,9 +32,13 @@ RUN_PANELS = [
 
 
 def _figure(figsize):
-    from matplotlib.figure import Figure
+    # Made through pyplot so that Jupyter's inline backend knows how to show it, then closed so that
+    # it is shown once: by the notebook displaying the returned figure, not again at the cell's end.
+    import matplotlib.pyplot as plt
 
-    return Figure(figsize=figsize, layout="constrained")
+    fig = plt.figure(figsize=figsize, layout="constrained")
+    plt.close(fig)
+    return fig
 
 
 def label_text(s: str) -> str:

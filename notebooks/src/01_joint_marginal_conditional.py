@@ -1,0 +1,217 @@
+# %% [markdown]
+# # 1. Joint, marginal and conditional log-probabilities
+#
+# A language model gives a probability to every sequence of tokens. Supervised fine-tuning (SFT)
+# works with one particular sequence: a prompt `x` followed by its completion `y`, written `[x, y]`.
+# This notebook takes that sequence apart with the bundled model, **sftviz-tiny**, and checks, with
+# numbers you compute yourself, the identity that all of SFT rests on:
+#
+# $$\log \Pr([x, y]) = \log \Pr(x) + \log \Pr(y \mid x)$$
+#
+# *joint = marginal + conditional.* All logs are natural logs, so the unit is the **nat**.
+#
+# **You will:** score a prompt and its answer token by token; add the token log-probabilities up into
+# the three quantities; see why the joint can never be above the marginal; and use that to tell a
+# broken computation from a surprising model. About 20 minutes.
+
+# %% tags=["setup"]
+# Setup for Colab (elsewhere this does nothing): install sftviz if it is missing, enable widgets.
+import importlib.util
+
+if importlib.util.find_spec("sftviz") is None:  # on Colab, or a fresh kernel without sftviz
+    get_ipython().run_line_magic("pip", "install -q sftviz")  # noqa: F821  (or: pip install git+<your fork>)
+try:
+    from google.colab import output  # type: ignore
+
+    output.enable_custom_widget_manager()
+except ImportError:
+    pass
+
+# %% tags=["parameters"]
+# Parameters: an instructor can change these (papermill -p MODEL_NAME gpt2 ... when online).
+MODEL_NAME = "sftviz-tiny"  # the bundled model; any Hugging Face causal LM id or folder works too
+DATASET = "support"  # bundled prompt/completion data, or a path to your own JSONL file
+EXAMPLE_INDEX = 0  # which eval example to take apart
+
+# %%
+import math
+
+import sftviz as sv
+from sftviz import exercises
+
+model, tok = sv.load_model(MODEL_NAME)
+eval_rows = sv.load_dataset(DATASET, split="eval")
+row = eval_rows[EXAMPLE_INDEX]
+print("PROMPT x:    ", repr(row["prompt"]))
+print("COMPLETION y:", repr(row["completion"]))
+
+# %% [markdown]
+# ## The chain rule over tokens
+#
+# A causal language model never scores a whole sequence at once. It scores one token at a time, each
+# given everything before it, and the probability of the sequence is the product of those factors:
+#
+# $$\Pr(t_1, \dots, t_n \mid t_0) = \prod_{i=1}^{n} \Pr(t_i \mid t_0, \dots, t_{i-1})
+# \quad\Longrightarrow\quad
+# \log \Pr(\cdot) = \sum_{i=1}^{n} \log \Pr(t_i \mid t_{<i})$$
+#
+# `t_0` is the BOS ("beginning of sequence") token: it is context only, so that the first real token
+# of the prompt also gets a probability. `sv.score` runs **one forward pass** over `[BOS, x, y, EOS]`
+# and returns the log-probability of every token.
+
+# %%
+rep = sv.score(model, tok, prompt=row["prompt"], completion=row["completion"], top_k=3)
+print(f"{'pos':>3}  {'segment':<10} {'token':<16} {'log-prob':>9}  model's top choice")
+for r in rep.rows:
+    if r.segment == "prompt" and 4 <= r.position < rep.example.n_prompt - 4:
+        if r.position == 4:
+            print("  ...  (middle of the prompt left out)")
+        continue
+    lp = "" if r.logprob is None else f"{r.logprob:9.3f}"
+    top = "" if not r.top else repr(r.top[0][0])
+    print(f"{r.position:>3}  {r.segment:<10} {r.token!r:<16} {lp:>9}  {top}")
+
+# %% [markdown]
+# ## Three sums over one list
+#
+# The joint, the marginal and the conditional are sums over different stretches of the same list of
+# token log-probabilities:
+#
+# | quantity | sum over | meaning |
+# |---|---|---|
+# | joint `log Pr([x, y])` | every token after BOS | how likely the whole sequence is |
+# | marginal `log Pr(x)` | the prompt tokens | how likely the prompt is on its own |
+# | conditional `log Pr(y ∣ x)` | the completion tokens and EOS | how likely this answer is, given the prompt |
+#
+# Because a causal model's prediction at a prompt position cannot see the completion (it lies in the
+# future), the prompt rows are exactly what we would get by scoring the prompt alone. So the marginal
+# needs no second forward pass; the next cell checks that claim anyway.
+
+# %%
+joint = sum(r.logprob for r in rep.rows if r.logprob is not None)
+marginal = sum(r.logprob for r in rep.rows if r.segment == "prompt")
+conditional = sum(r.logprob for r in rep.rows if r.segment in ("completion", "eos"))
+print(f"joint       log Pr([x,y]) = {joint:10.4f} nats")
+print(f"marginal    log Pr(x)     = {marginal:10.4f} nats")
+print(f"conditional log Pr(y|x)   = {conditional:10.4f} nats")
+print(f"marginal + conditional    = {marginal + conditional:10.4f} nats")
+assert math.isclose(joint, marginal + conditional, abs_tol=1e-6)
+assert math.isclose(joint, rep.joint, abs_tol=1e-6) and math.isclose(conditional, rep.conditional, abs_tol=1e-6)
+
+# Score the prompt on its own: the same marginal, from a shorter forward pass.
+prompt_alone = sv.score(model, tok, prompt="", completion=row["prompt"], add_eos=False)
+print(f"prompt scored alone       = {prompt_alone.conditional:10.4f} nats")
+assert math.isclose(prompt_alone.conditional, marginal, abs_tol=1e-3)
+
+# %% [markdown]
+# ### Exercise 1: the conditional from the joint and the marginal
+#
+# Using only `rep.joint` and `rep.marginal`, compute `log Pr(y | x)` and store it in `answer`.
+# Then turn it into a probability: how likely does the base model find this exact answer?
+
+# %%
+### BEGIN SOLUTION
+answer = rep.joint - rep.marginal
+### END SOLUTION
+exercises.check_conditional(answer, rep)
+
+# %%
+print(f"Pr(y | x) = exp({rep.conditional:.3f}) = {math.exp(rep.conditional):.2e}")
+print(f"per completion token: {rep.completion_nll_mean:.3f} nats, i.e. "
+      f"{math.exp(-rep.completion_nll_mean):.3f} average probability per token")
+
+# %% [markdown]
+# ## Why the joint can never be above the marginal
+#
+# `log Pr(y | x)` is the log of a probability, so it is at most 0. Adding it to `log Pr(x)` can only
+# lower it: **`log Pr([x, y]) <= log Pr(x)`**, always, for every model, trained or not. A longer
+# sequence that starts with `x` is never more likely than `x` itself.
+#
+# That makes it a test. Suppose a colleague reports `log Pr([x, y]) = -3.5` and `log Pr(x) = -5.2`.
+# Is the model behaving oddly, or is the computation wrong? `sv.check_logprobs` applies the laws of
+# probability and says so in words:
+
+# %%
+print(sv.check_logprobs(joint=-3.5, marginal=-5.2))
+
+# %% [markdown]
+# And on the numbers the model just produced:
+
+# %%
+verdict = rep.check()
+print(verdict)
+assert verdict.ok and rep.joint <= rep.marginal
+
+# %% [markdown]
+# ## A joint far below the marginal: the answer is unlikely given the prompt
+#
+# When the joint is *much* lower than the marginal, `log Pr(y | x)` is very negative: the model finds
+# `y` unlikely as a continuation of `x`. That is a statement about `y` given `x`, not about `x`.
+#
+# Two different things can make `y` unlikely: `y` may be wrong, or `x` may be in a form the model does
+# not expect an answer after. The base model learned the shop's facts from prose during pretraining,
+# and it never saw the support question/answer format. The next cell asks it about the same products
+# both ways, and compares the true answer with the other answers of the same kind (the other colours,
+# the other prices...): in prose, and in the support format.
+
+# %%
+import json
+
+from sftviz.datasets import DATA_DIR
+
+
+def true_answer_wins(items):
+    """How often the true continuation has the highest conditional among its alternatives."""
+    wins, chance = 0, 0.0
+    for context, true, options in items:
+        reports = sv.score_batch(model, tok, [{"prompt": context, "completion": o} for o in options], top_k=0, add_eos=False)
+        best = max(zip(reports, options), key=lambda pair: pair[0].conditional)[1]
+        wins += best == true
+        chance += 1 / len(options)
+    return wins, len(items), chance / len(items)
+
+
+# Prose: held-out sentences about the same products, in templates the model never trained on.
+with open(DATA_DIR / "heldout-statements.jsonl") as fh:
+    statements = [json.loads(line) for line in fh]
+eval_products = {s["subject"] for s in statements if any(s["subject"] in r["prompt"] for r in eval_rows)}
+prose = [(s["context"], s["true"], [s["true"]] + s["distractors"]) for s in statements if s["subject"] in eval_products]
+
+# Support format: each eval question against the other answers to questions of the same kind.
+def kind(prompt):
+    return " ".join(prompt.split("Customer:")[-1].split()[:3])
+
+answers = {}
+for r in eval_rows:
+    answers.setdefault(kind(r["prompt"]), set()).add(r["completion"])
+qa = [(r["prompt"], r["completion"], sorted(answers[kind(r["prompt"])])) for r in eval_rows if len(answers[kind(r["prompt"])]) > 1]
+
+for name, items in (("prose", prose), ("support format", qa)):
+    wins, n, chance = true_answer_wins(items)
+    print(f"{name:>15}: the true answer has the highest log Pr(y | x) in {wins:2d} of {n} ({wins / n:.0%}; chance {chance:.0%})")
+
+gaps = sorted(s.marginal - s.joint for s in sv.score_batch(model, tok, eval_rows, top_k=0))
+print(f"In the support format even the true answer sits {gaps[0]:.1f} to {gaps[-1]:.1f} nats below its prompt's "
+      f"marginal (median {gaps[len(gaps) // 2]:.1f}): the base model does not expect an answer here.")
+
+# %% [markdown]
+# Fine-tuning on `[x, y]` with the loss on `y` is exactly the training that raises this conditional.
+# Notebook 4 measures how far it rises.
+
+# %% [markdown]
+# ## Explore
+#
+# Type your own prompt and completion. The widget scores them as you type and shows the three sums and
+# the identity live. Try: a true vs a false price; the same answer without its leading space; an empty
+# completion (only EOS is scored).
+
+# %%
+from sftviz import widgets as W
+
+W.LogProbExplorer(model, tok, prompt=row["prompt"], completion=row["completion"])
+
+# %% [markdown]
+# ## Check your understanding
+
+# %%
+W.Quiz("sft-foundations", topics=["log-probabilities", "objective"])

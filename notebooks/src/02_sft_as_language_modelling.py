@@ -1,0 +1,197 @@
+# %% [markdown]
+# # 2. SFT is language modelling on `[x, y]`
+#
+# Supervised fine-tuning needs no new kind of model and no new kind of loss. Take a prompt `x` and the
+# completion `y` you want, glue their tokens into one sequence `[x, y]`, and train the model to predict
+# each next token, exactly as in pretraining, except that only the tokens of `y` count in the loss.
+#
+# This notebook builds that training sequence by hand and then with `sv.build_example`, and looks at
+# every detail that tutorials tend to skip and real fine-tunes get wrong: the BOS and EOS tokens, the
+# `-100` labels, the one-position shift between inputs and targets, padding, what happens to tokens at
+# the seam between prompt and completion, and chat conversations where only the assistant's turns are
+# trained. About 25 minutes.
+
+# %% tags=["setup"]
+# Setup for Colab (elsewhere this does nothing): install sftviz if it is missing, enable widgets.
+import importlib.util
+
+if importlib.util.find_spec("sftviz") is None:
+    get_ipython().run_line_magic("pip", "install -q sftviz")  # noqa: F821
+try:
+    from google.colab import output  # type: ignore
+
+    output.enable_custom_widget_manager()
+except ImportError:
+    pass
+
+# %% tags=["parameters"]
+MODEL_NAME = "sftviz-tiny"
+DATASET = "support"
+CHAT_DATASET = "support-chat"
+
+# %%
+import sftviz as sv
+from sftviz import exercises
+
+model, tok = sv.load_model(MODEL_NAME)
+row = sv.load_dataset(DATASET, split="train")[0]
+print(repr(row["prompt"]))
+print(repr(row["completion"]))
+print("special tokens:", {"bos": tok.bos_token, "eos": tok.eos_token, "pad": tok.pad_token})
+
+# %% [markdown]
+# ## Building `[x, y]` by hand
+#
+# Tokenize the prompt and the completion **separately** and concatenate the ids. Put a BOS in front, so
+# the model has something to predict the first prompt token from, and an EOS at the end, so the model
+# learns where an answer stops.
+
+# %%
+prompt_ids = tok(row["prompt"], add_special_tokens=False).input_ids
+completion_ids = tok(row["completion"], add_special_tokens=False).input_ids
+input_ids = [tok.bos_token_id] + prompt_ids + completion_ids + [tok.eos_token_id]
+print(f"{len(prompt_ids)} prompt tokens + {len(completion_ids)} completion tokens + BOS + EOS = {len(input_ids)}")
+
+# %% [markdown]
+# ### Exercise 1: the labels
+#
+# Hugging Face models take `labels` of the same length as `input_ids`, **not shifted** (the model
+# shifts them itself), with `-100` wherever a token is not a target. Build the labels for
+# completion-only training: which tokens are targets? Do not forget the end.
+
+# %%
+### BEGIN SOLUTION
+labels = [-100] * (1 + len(prompt_ids)) + completion_ids + [tok.eos_token_id]
+### END SOLUTION
+ex = sv.build_example(tok, prompt=row["prompt"], completion=row["completion"])
+assert ex.input_ids == input_ids
+exercises.check_labels(labels, ex)
+
+# %% [markdown]
+# `sv.build_example` does the same and records, for every token, what it is (`segments`) and whether it
+# is trained. Clicking a token in the view below toggles whether it is trained (try it; the example's
+# labels change in Python too). Hover a token to see what predicts it and what it predicts.
+
+# %%
+from sftviz import widgets as W
+
+view = W.TokenView(ex)
+view
+
+# %% [markdown]
+# ## The shift: which position predicts which token
+#
+# The output at position `t` is a distribution over the token at position `t + 1`. So the loss on the
+# first completion token is computed from the **last prompt position**, and the last token of the
+# sequence (the EOS) is a target but never an input: nothing comes after it. Getting this off by one is
+# one of the classic SFT bugs (notebook 5 injects it on purpose).
+
+# %% [markdown]
+# ### Exercise 2
+# Which position's output is scored against the first completion token? Store it in `position`.
+
+# %%
+### BEGIN SOLUTION
+position = ex.n_prompt - 1
+### END SOLUTION
+exercises.check_predicting_position(position, ex)
+
+# %%
+rows = ex.rows()
+first = ex.n_prompt
+for r in rows[first - 2 : first + 2] + rows[-2:]:
+    print(f"position {r['position']:>2} {r['token']!r:<12} segment={r['segment']:<10} label={r['label']:>5}  "
+          f"predicts -> {r['predicts']!r}")
+
+# %% [markdown]
+# ## Padding: by length, never by id
+#
+# A batch pads shorter sequences. The padded positions must not be targets, so their labels are `-100`.
+# The safe way is to mask **by length**. Masking by id (`labels[labels == pad_id] = -100`) looks
+# equivalent, but when the pad token *is* the EOS token, as in GPT-2 fine-tunes that reuse EOS as pad,
+# it also masks every real EOS, and the model never learns to stop. `sv.SFTCollator` pads by length.
+
+# %%
+batch = sv.SFTCollator(tok)([ex, sv.build_example(tok, prompt="Hello", completion=" there.")])
+for name in ("input_ids", "attention_mask", "labels"):
+    print(f"{name:>15}:", batch[name][1].tolist())
+
+# %% [markdown]
+# ## The seam: tokens that merge across the boundary
+#
+# Tokenizing `x` and `y` separately is not always the same as tokenizing the text `x + y`. Byte-level
+# BPE attaches a space to the *following* word, so a prompt that ends in a space and a completion that
+# starts without one merge differently when joined. `sv.build_example` keeps the separate tokenization
+# (so the labels start exactly where `y` starts), and it tells you, with both versions, instead of
+# hiding it.
+
+# %%
+import warnings
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    seam = sv.build_example(tok, prompt=row["prompt"] + " ", completion=row["completion"].lstrip())
+print("separately:", seam.boundary_note.separate)
+print("joined:    ", seam.boundary_note.joined)
+print(f"warning issued: {caught[0].category.__name__}")
+print("without the trailing space:", sv.build_example(tok, **row).boundary_note)
+
+# %% [markdown]
+# ## Chat: train the assistant's turns only
+#
+# A conversation is rendered with the tokenizer's chat template into one sequence. Only the assistant's
+# replies, with their end-of-turn token, are targets; the system message, the user's turns and the
+# template's role markers are context. `sv.build_example` finds the assistant's tokens by rendering the
+# conversation turn by turn and comparing ids, not by searching strings.
+
+# %%
+conv = sv.load_dataset(CHAT_DATASET, split="train")[0]["messages"]
+chat = sv.build_example(tok, messages=conv)
+W.TokenView(chat)
+
+# %%
+trained_text = tok.decode([i for i, t in zip(chat.input_ids, chat.trained) if t])
+print("trained:", repr(trained_text))
+last_only = sv.build_example(tok, messages=conv, train_on="last")
+print("train_on='last':", repr(tok.decode([i for i, t in zip(last_only.input_ids, last_only.trained) if t])))
+
+# %% [markdown]
+# ## Our labels beside TRL's
+#
+# TRL's `SFTTrainer` with `completion_only_loss=True` builds the same labels on examples whose seam does
+# not merge. (TRL adds no BOS for a tokenizer that does not add one itself, so we compare without it.)
+# This cell runs only when TRL is installed.
+
+# %%
+try:
+    import trl  # noqa: F401
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+except ImportError:
+    print("TRL is not installed; skipping the comparison.")
+else:
+    import copy
+    import tempfile
+
+    import datasets
+    import warnings
+
+    datasets.disable_progress_bars()
+    rows3 = sv.load_dataset(DATASET, split="train")[:3]
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = SFTConfig(output_dir=tmp, completion_only_loss=True, report_to=[], use_cpu=True, max_steps=1)
+        trainer = SFTTrainer(model=copy.deepcopy(model), args=cfg, train_dataset=Dataset.from_list(rows3), processing_class=tok)
+        trl_labels = trainer.data_collator([trainer.train_dataset[0]])["labels"][0].tolist()
+    ours = sv.build_example(tok, add_bos=False, **rows3[0]).labels
+    for name, labels_ in (("TRL ", trl_labels), ("ours", ours)):
+        trained_ids = [i for i in labels_ if i != -100]
+        print(f"{name}: {len(labels_)} labels, {len(trained_ids)} trained: {tok.decode(trained_ids)!r}")
+    print("identical label lists:", trl_labels == ours)
+    assert trl_labels == ours
+
+# %% [markdown]
+# ## Check your understanding
+
+# %%
+W.Quiz("sft-debugging", topics=["shift", "eos-and-padding", "tokenization"])

@@ -1,0 +1,182 @@
+# %% [markdown]
+# # 3. Loss masking in the forward and the backward pass
+#
+# "Mask the prompt" is easy to say and easy to misread. It does **not** hide the prompt from the model:
+# the forward pass runs over every token of `[x, y]`, and the prompt is read as context exactly as
+# before. Masking only decides which positions' losses are added up. This notebook shows both halves:
+#
+# * **forward:** one pass, one loss per token; the full loss is the prompt part plus the completion
+#   part, and the masked loss keeps only the completion part;
+# * **backward:** prompt tokens still receive gradient through attention, because the completion's
+#   loss depends on them; the last token receives none, because it is never an input.
+#
+# It ends with a practical consequence: the output layer only needs to run where a trained target is
+# predicted (the *supervised-only head*). About 25 minutes.
+
+# %% tags=["setup"]
+# Setup for Colab (elsewhere this does nothing): install sftviz if it is missing, enable widgets.
+import importlib.util
+
+if importlib.util.find_spec("sftviz") is None:
+    get_ipython().run_line_magic("pip", "install -q sftviz")  # noqa: F821
+try:
+    from google.colab import output  # type: ignore
+
+    output.enable_custom_widget_manager()
+except ImportError:
+    pass
+
+# %% tags=["parameters"]
+MODEL_NAME = "sftviz-tiny"
+DATASET = "support"
+BATCH_SIZE = 16
+
+# %%
+import torch
+
+import sftviz as sv
+from sftviz import exercises
+from sftviz import plots
+
+model, tok = sv.load_model(MODEL_NAME)
+rows = sv.load_dataset(DATASET, split="train")
+ex = sv.build_example(tok, **rows[0])
+print(ex)
+
+# %% [markdown]
+# ## Forward: one pass, a loss at every position
+#
+# The model returns logits at every position. `sv.token_nll` turns them into the negative
+# log-likelihood of each actual next token: the loss each position *would* contribute if it were
+# trained. Masking has not been applied yet; it is a choice made after the forward pass.
+
+# %%
+ids = torch.tensor([ex.input_ids])
+with torch.no_grad():
+    logits = model(input_ids=ids).logits
+per_token = sv.token_nll(logits, ids)[0]
+rep0 = sv.score(model, tok, example=ex, top_k=0)
+plots.plot_logprobs(rep0)
+
+# %% [markdown]
+# ## The full loss is the prompt part plus the completion part
+#
+# Add the per-token losses over the prompt targets and over the completion targets. Their sum is the
+# full-sequence loss. The masked loss keeps only the completion part, as a mean over its tokens, and
+# Hugging Face's own loss with our labels is the same number.
+
+# %%
+prompt_t = torch.tensor(ex.prompt_mask, dtype=torch.bool)
+completion_t = torch.tensor(ex.completion_mask, dtype=torch.bool)
+prompt_sum, completion_sum = float(per_token[prompt_t].sum()), float(per_token[completion_t].sum())
+full_sum = float(per_token[1:].sum())
+print(f"prompt part     {prompt_sum:8.3f} nats over {int(prompt_t.sum())} targets")
+print(f"completion part {completion_sum:8.3f} nats over {int(completion_t.sum())} targets")
+print(f"full sequence   {full_sum:8.3f} nats = prompt + completion: {abs(full_sum - prompt_sum - completion_sum) < 1e-4}")
+
+labels = torch.tensor([ex.labels])
+with torch.no_grad():
+    hf_loss = float(model(input_ids=ids, labels=labels).loss)
+print(f"masked loss: sv.sft_loss = {float(sv.sft_loss(logits, labels)):.5f}, HF model(labels=...) = {hf_loss:.5f}")
+
+# %% [markdown]
+# ### Exercise 1
+# Compute the masked (completion-only) loss of this example from `per_token` and `ex.completion_mask`,
+# as a mean per completion target, and store it in `masked_loss`.
+
+# %%
+### BEGIN SOLUTION
+masked_loss = per_token[torch.tensor(ex.completion_mask, dtype=torch.bool)].mean()
+### END SOLUTION
+exercises.check_number(masked_loss, float(sv.sft_loss(logits, labels)), "masked loss",
+                       hint="Average the per-token losses over the positions where completion_mask is 1.")
+
+# %% [markdown]
+# The masked loss summed over the completion is exactly `-log Pr(y | x)` from notebook 1: minimising it
+# maximises the conditional probability of the answer given the prompt.
+
+# %%
+rep = sv.score(model, tok, example=ex, top_k=0)
+print(f"completion loss sum {completion_sum:.4f}  vs  -log Pr(y|x) {-rep.conditional:.4f}")
+assert abs(completion_sum + rep.conditional) < 1e-3
+
+# %% [markdown]
+# ## Between the two: a prompt-loss weight
+#
+# A weight `w` on the prompt targets (and 1 on the completion's) interpolates the two objectives:
+# `loss = sum(w_i l_i) / sum(w_i)`. `w = 0` is the masked loss, `w = 1` the full loss.
+
+# %%
+for w in (0.0, 0.01, 0.1, 0.5, 1.0):
+    b = sv.SFTCollator(tok, prompt_loss_weight=w)([ex])
+    print(f"w = {w:<5} loss = {float(sv.sft_loss(logits, b['labels'], b['loss_weights'])):.4f}")
+
+# %% [markdown]
+# ## Backward: the prompt still gets gradient
+#
+# Masked or not, the completion's loss is computed from hidden states that attended to every prompt
+# token, so its gradient flows back into the prompt tokens' embeddings. `GradientView` measures, for
+# each position, the size of the gradient of the loss with respect to that position's input embedding,
+# under the masked and the full loss, and each target's own contribution to the parameter gradient.
+
+# %%
+from sftviz import widgets as W
+from sftviz.gradients import token_gradients
+
+grads = token_gradients(model, tok, ex)
+prompt_positions = [i for i, s in enumerate(ex.segments) if s == "prompt"]
+share = sum(grads.input_grad_masked[i] > 0 for i in prompt_positions) / len(prompt_positions)
+print(f"prompt positions with non-zero embedding gradient under the masked loss: {share:.0%}")
+print(f"gradient at the last token (EOS), masked / full: {grads.input_grad_masked[-1]} / {grads.input_grad_full[-1]}")
+print(f"cosine similarity of the masked and full parameter gradients: {grads.cosine:.3f}")
+assert share == 1.0 and grads.input_grad_masked[-1] == 0.0
+
+# %%
+W.GradientView(model, tok, ex)
+
+# %% [markdown]
+# The full loss adds gradient from the prompt's own targets, and with prompts much longer than answers
+# that part can dominate: the cosine above says how far apart the two update directions are for this
+# one example.
+#
+# ## The supervised-only head
+#
+# The output layer turns each position's hidden state into a score for every word of the vocabulary:
+# for large vocabularies it is the biggest single computation of the step. Under the masked loss only
+# the positions that predict a completion token need it. `sv.supervised_head_loss` runs the transformer
+# over all tokens but the output layer only where it is needed: same loss, same gradients.
+
+# %%
+import time
+
+batch = sv.SFTCollator(tok)(rows[:BATCH_SIZE])
+args = (batch["input_ids"], batch["labels"], batch["attention_mask"])
+
+
+def step(fn):
+    model.zero_grad()
+    start = time.perf_counter()
+    loss = fn()
+    loss.backward()
+    return float(loss.detach()), time.perf_counter() - start, [p.grad.clone() for p in model.parameters()]
+
+
+full_fn = lambda: sv.sft_loss(model(input_ids=args[0], attention_mask=args[2]).logits, args[1])  # noqa: E731
+head_fn = lambda: sv.supervised_head_loss(model, *args)  # noqa: E731
+step(full_fn), step(head_fn)  # warm up
+(l_full, t_full, g_full), (l_head, t_head, g_head) = step(full_fn), step(head_fn)
+same = all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g_full, g_head))
+trained_share = float((batch["labels"][:, 1:] != -100).sum() / batch["attention_mask"][:, 1:].sum())
+print(f"loss full logits {l_full:.6f} | supervised-only head {l_head:.6f} | same gradients: {same}")
+print(f"only {trained_share:.0%} of the positions predict a trained token; step time {t_full * 1e3:.1f} ms vs {t_head * 1e3:.1f} ms")
+assert abs(l_full - l_head) < 1e-5 and same
+
+# %% [markdown]
+# On this tiny model the output layer is a small part of the step, so the two paths take about the
+# same time here, and single timings on a shared CPU are noisy. `bench/bench_head.py` measures the
+# difference properly, on a GPT-2-small-sized model whose vocabulary is 50 times larger.
+#
+# ## Check your understanding
+
+# %%
+W.Quiz("sft-foundations", ids=["what-masking-changes", "masked-sum-is-conditional", "prompt-loss-weight"])

@@ -1,0 +1,130 @@
+# %% [markdown]
+# # 5. Diagnose a faulty fine-tune
+#
+# Most SFT bugs do not crash anything. The loss goes down, the run finishes, and the model is quietly
+# worse. This notebook trains three models, each with a real bug switched on, and hides which bug is
+# in which run. Your job: find each bug from the evidence, the way you would on a real project.
+#
+# The evidence you have for each run: its curves (the objective it optimised, and the prompt and
+# completion NLL measured correctly), what the fine-tuned model answers, and the labels its data
+# pipeline produced for one training example. About 25 minutes.
+#
+# The suspects (`sftviz.faults.FAULTS`):
+
+# %% tags=["setup"]
+# Setup for Colab (elsewhere this does nothing): install sftviz if it is missing, enable widgets.
+import importlib.util
+
+if importlib.util.find_spec("sftviz") is None:
+    get_ipython().run_line_magic("pip", "install -q sftviz")  # noqa: F821
+try:
+    from google.colab import output  # type: ignore
+
+    output.enable_custom_widget_manager()
+except ImportError:
+    pass
+
+# %% tags=["parameters"]
+MODEL_NAME = "sftviz-tiny"
+DATASET = "support"
+STEPS = 100
+SEED = 0  # also decides which bug goes into which run
+SUSPECTS = ("eos_masked", "prompt_trained", "shifted_labels")
+
+# %%
+import sftviz as sv
+from sftviz import exercises, plots
+from sftviz.faults import FAULTS
+
+for name, what in FAULTS.items():
+    print(f"{name:>20}: {what}")
+
+# %%
+model, tok = sv.load_model(MODEL_NAME)
+train_rows = sv.load_dataset(DATASET, split="train")
+eval_rows = sv.load_dataset(DATASET, split="eval")
+
+# %% [markdown]
+# ## The runs
+#
+# `exercises.mystery_runs` fine-tunes one healthy run (completion-only, no bug) and one run per suspect,
+# shuffles the suspects with the seed and names the runs A, B and C. The bug's name is kept out of the
+# run's record.
+
+# %% tags=["nbval-ignore-output"]
+healthy, mysteries = exercises.mystery_runs(
+    model, tok, train_rows, SUSPECTS, steps=STEPS, seed=SEED, eval_data=eval_rows, eval_examples=8, eval_every=None,
+)
+for name, run in mysteries.items():
+    print(name, run)
+
+# %% [markdown]
+# ## Evidence 1: the curves
+#
+# The healthy run is drawn too. Remember what each panel measures: the **objective** is what the buggy
+# pipeline optimised; **prompt NLL** and **completion NLL** are measured correctly on the same batches.
+
+# %%
+plots.plot_runs([healthy] + list(mysteries.values()))
+
+# %% [markdown]
+# ## Evidence 2: what the models answer
+#
+# Greedy answers to the same eval questions, after fine-tuning. Look at where each answer stops.
+
+# %% tags=["nbval-ignore-output"]
+for name, run in {"healthy": healthy, **mysteries}.items():
+    last = run.evals[-1]
+    print(f"--- {name}: exact match {last['exact_match']:.0%}")
+    for s in last["samples"][:3]:
+        print(f"    reference {s['reference']!r:<16} model {s['generated']!r}")
+
+# %% [markdown]
+# ## Evidence 3: the labels each pipeline built
+#
+# `exercises.mystery_labels` shows the first training example with the labels the run's (buggy)
+# pipeline trained on. Compare with the healthy labels: which tokens are targets?
+
+# %%
+from sftviz import widgets as W
+
+W.TokenView(exercises.mystery_labels(tok, train_rows[0], healthy), editable=False, title="healthy")
+
+# %%
+W.TokenView(exercises.mystery_labels(tok, train_rows[0], mysteries["A"]), editable=False, title="run A")
+
+# %%
+W.TokenView(exercises.mystery_labels(tok, train_rows[0], mysteries["B"]), editable=False, title="run B")
+
+# %%
+W.TokenView(exercises.mystery_labels(tok, train_rows[0], mysteries["C"]), editable=False, title="run C")
+
+# %% [markdown]
+# ## Your diagnosis
+#
+# Name the bug in each run (one of the suspects above). The check tells you at once whether you are
+# right and, if not, what the bug you named would have looked like.
+
+# %%
+### BEGIN SOLUTION
+diagnosis = {name: run._hidden_fault for name, run in mysteries.items()}
+### END SOLUTION
+for name, run in mysteries.items():
+    print(name, exercises.check_diagnosis(diagnosis.get(name), run))
+
+# %% [markdown]
+# ## What gave each bug away
+#
+# * **EOS masked** (pad == EOS, padding masked by id): the curves look healthy, but the answers do not
+#   stop: the model never saw EOS as a target. In the token view the EOS is grey.
+# * **Prompt trained instead of the completion** (an inverted mask): the objective falls while the
+#   completion NLL barely moves; the model learns to continue prompts, not to answer.
+# * **Labels shifted one position too far** (shifting labels by hand for a model that shifts them
+#   again): every position learns to predict the token after next; the correctly measured completion
+#   NLL stays high and the answers come out garbled.
+#
+# Two more bugs change no label at all, only how the per-token losses are averaged (`per_sequence_mean`,
+# `accum_mean_of_means`): short answers then weigh more than long ones. Try them in the MaskingLab.
+
+# %%
+W.Quiz("sft-debugging", topics=["debugging", "reductions"])
