@@ -38,7 +38,7 @@ SEED = 0
 
 # %%
 import sftviz as sv
-from sftviz import plots
+from sftviz import exercises, plots
 
 model, tok = sv.load_model(MODEL_NAME)
 train_rows = sv.load_dataset(DATASET, split="train")
@@ -106,6 +106,21 @@ for run in runs.values():
     assert c_end < c_start - 0.5, "every run should lower the completion NLL"
     assert run.evals[-1]["exact_match"] > run.evals[0]["exact_match"], "every run should answer better than the base model"
 print("All the statements above hold for these runs.")
+
+# %% [markdown]
+# ### Exercise: read a curve from the record
+#
+# `run.series(key)` returns the steps and the values of one field of a run's history. By how many nats
+# did the completion-only run's prompt NLL change from its first step to its last? Store it in `change`
+# (positive if it rose).
+
+# %% tags=["nbval-ignore-output"]
+### BEGIN SOLUTION
+steps_, values_ = completion.series("prompt_nll")
+change = values_[-1] - values_[0]
+### END SOLUTION
+exercises.check_number(change, completion.history[-1]["prompt_nll"] - completion.history[0]["prompt_nll"],
+                       "the change in prompt NLL", hint="Take the last value minus the first.")
 
 # %% [markdown]
 # ## Before and after: what the model answers
