@@ -56,7 +56,7 @@ class Counting:
 # ----------------------------------------------------------------------------------------------------
 
 
-def run_sv(model, tok, rows, examples, steps, batch):
+def run_sv(model, tok, rows, examples, steps, batch, precision="auto"):
     t0 = time.perf_counter()
     ends = []
 
@@ -65,7 +65,7 @@ def run_sv(model, tok, rows, examples, steps, batch):
             ends.append(CLOCK())
 
     run = finetune(model, tok, examples, "completion", steps=steps, batch_size=batch, lr=LR, seed=0, device="cpu",
-                   progress=False, copy_model=False, eval_data=None, callbacks=[clock])
+                   progress=False, copy_model=False, eval_data=None, callbacks=[clock], precision=precision)
     return ends, [r["n_trained"] for r in run.history], time.perf_counter() - t0
 
 
@@ -145,6 +145,10 @@ def run_trl(model, tok, rows, examples, steps, batch, defaults=False):
     return clock.ends, collate.counts, time.perf_counter() - t0
 
 
+def run_sv_bf16(model, tok, rows, examples, steps, batch):
+    return run_sv(model, tok, rows, examples, steps, batch, precision="bf16")
+
+
 def run_trl_defaults(model, tok, rows, examples, steps, batch):
     return run_trl(model, tok, rows, examples, steps, batch, defaults=True)
 
@@ -155,8 +159,9 @@ METHODS = {
     "HF Trainer + SFTCollator": run_hf,
     "TRL SFTTrainer (completion_only_loss)": run_trl,
     "TRL SFTTrainer, its defaults (bf16 autocast, checkpointing)": run_trl_defaults,
+    "sv.finetune, precision='bf16' (bf16 autocast)": run_sv_bf16,
 }
-REFERENCE_ONLY = {"TRL SFTTrainer, its defaults (bf16 autocast, checkpointing)"}
+REFERENCE_ONLY = {"TRL SFTTrainer, its defaults (bf16 autocast, checkpointing)", "sv.finetune, precision='bf16' (bf16 autocast)"}
 
 
 def measure(name, model, tok, rows, steps, batch, warmup, rounds):
@@ -227,8 +232,9 @@ def main():
         "median step of a run (its first steps left out), best of the interleaved rounds (as timeit reports). `vs sv` is the method's "
         "time per step divided by sv.finetune's (above 1: sv.finetune is faster). TRL runs with "
         "`gradient_checkpointing=False, bf16=False`: its defaults are True for both (checkpointing recomputes the forward "
-        "pass; bf16 autocast is used even on a CPU that supports it), which would compare a different computation. The last "
-        "row shows TRL with those defaults for reference; it is not part of the targets."
+        "pass; bf16 autocast is used even on a CPU that supports it), which would compare a different computation. The last two "
+        "rows, for reference only (not part of the targets): TRL with those defaults, and sv.finetune with "
+        "`precision='bf16'` (bf16 autocast on the CPU, an option; the default on the CPU is fp32)."
     )
     verdicts = []
     for name, (res, steps, batch, warmup, rounds) in results.items():

@@ -573,6 +573,16 @@ def test_head_falls_back_to_full_logits_when_the_model_changes_them(gpt2_tok_pad
         finetune(model, gpt2_tok_padded, ROWS, **fast(steps=1, head="supervised"))
 
 
+def test_bf16_autocast_on_the_cpu_is_an_option(tiny_model, gpt2_tok_padded):
+    fp32 = finetune(tiny_model, gpt2_tok_padded, ROWS, **fast(steps=2))
+    bf16 = finetune(tiny_model, gpt2_tok_padded, ROWS, **fast(steps=2, precision="bf16", eval_data=EVAL, eval_examples=1))
+    assert fp32.config["precision_used"] == "fp32" and bf16.config["precision_used"] == "bf16-autocast"
+    assert bf16.history[0]["loss"] == pytest.approx(fp32.history[0]["loss"], rel=0.05)
+    assert next(bf16.model.parameters()).dtype == torch.float32  # the weights stay fp32
+    with pytest.raises(ValueError, match="precision"):
+        finetune(tiny_model, gpt2_tok_padded, ROWS, **fast(precision="fp16"))
+
+
 def test_series_and_repr(tiny_model, gpt2_tok_padded):
     run = finetune(tiny_model, gpt2_tok_padded, ROWS, "full", **fast(steps=4, grad_share_every=2))
     steps, shares = run.series("prompt_grad_share")
