@@ -33,24 +33,31 @@ def main():
     assert len(ex) == 64
     ids = torch.tensor([ex.input_ids])
     labels = torch.tensor([ex.labels])
-    targets = [t for t, c in enumerate(ex.completion_mask) if c]
+    all_targets = list(range(1, len(ex)))
+    comp_targets = [t for t, c in enumerate(ex.completion_mask) if c]
 
     def forward_backward():
         model.zero_grad()
         sv.sft_loss(model(input_ids=ids).logits, labels).backward()
 
-    def per_target_loop():
-        for t in targets:
-            model.zero_grad()
-            per = sv.token_nll(model(input_ids=ids).logits, ids)[0]
-            per[t].backward()
+    def loop(targets):
+        def run():
+            for t in targets:
+                model.zero_grad()
+                per = sv.token_nll(model(input_ids=ids).logits, ids)[0]
+                per[t].backward()
+        return run
 
-    def attribution():
-        token_gradients(model, tok, ex)
-
+    cases = (
+        ("forward + backward of the masked loss (reference)", None, forward_backward),
+        ("one forward + backward per target, all targets (slow way)", "slow_all", loop(all_targets)),
+        ("token_gradients(targets='all')", "slow_all", lambda: token_gradients(model, tok, ex, targets="all")),
+        ("one forward + backward per target, completion targets (slow way)", "slow_comp", loop(comp_targets)),
+        ("token_gradients(targets='completion')", "slow_comp", lambda: token_gradients(model, tok, ex, targets="completion")),
+        ("token_gradients(targets='none')", None, lambda: token_gradients(model, tok, ex, targets="none")),
+    )
     timings = {}
-    for name, fn in (("forward + backward (reference)", forward_backward), ("one backward per target (slow way)", per_target_loop),
-                     ("token_gradients (masked + full, all targets)", attribution)):
+    for name, _, fn in cases:
         fn()
         runs = []
         for _ in range(args.repeats):
@@ -58,16 +65,22 @@ def main():
             fn()
             runs.append(time.perf_counter() - start)
         timings[name] = median(runs) * 1e3
-    ref = timings["forward + backward (reference)"]
-    rows = [[name, f"{ms:.1f}", f"{ms / ref:.1f}x"] for name, ms in timings.items()]
+    ref = timings[cases[0][0]]
+    slow = {"slow_all": timings[cases[1][0]], "slow_comp": timings[cases[3][0]]}
+    rows = [
+        [name, f"{timings[name]:.1f}", f"{timings[name] / ref:.1f}x",
+         f"{slow[key] / timings[name]:.2f}x" if key and not name.startswith("one") else ""]
+        for name, key, _ in cases
+    ]
     body = (
         "## Gradient attribution (`python bench/bench_gradients.py`)\n\n"
         + machine_line(info)
-        + f"\n\nOne example of {len(ex)} tokens ({len(targets)} completion targets) on sftviz-tiny, CPU; median of "
-        f"{args.repeats} runs after one warm-up. `token_gradients` computes input-embedding gradients and every "
-        "target's parameter-gradient norm under both the masked and the full loss (one forward pass, batched "
-        "backward passes); the slow way covers the masked targets only.\n\n"
-        + table(["what", "median ms", "x forward+backward"], rows)
+        + f"\n\nOne example of {len(ex)} tokens ({len(all_targets)} targets, {len(comp_targets)} of them completion "
+        f"targets) on sftviz-tiny, CPU; median of {args.repeats} runs after one warm-up. Every `token_gradients` row also "
+        "computes the input-embedding gradients, layer norms and cosine of both losses (one forward pass, two backward "
+        "passes); the per-target norms come from batched backward passes (`is_grads_batched`, chunks of 16). "
+        "`speed-up` compares it with the slow way for the same targets, measured in the same run.\n\n"
+        + table(["what", "median ms", "x forward+backward", "speed-up vs slow way"], rows)
         + "\n"
     )
     write_section("bench_gradients", body)

@@ -163,10 +163,11 @@ def main():
         if isinstance(mod, torch.nn.Dropout):
             mod.p = 0.0
     vocab = model.config.vocab_size
-    reps = 2 if a.quick else 4
-    ft_steps = 3 if a.quick else 4
+    reps = 2 if a.quick else 6
+    ft_steps = 4 if a.quick else 10  # the median of the step times after the first
     rows = []
     speedups = {}
+    full_steps = []  # the full-logits finetune step does not depend on the fraction: its spread is the noise
     for frac in FRACTIONS:
         ids, labels, att, n_prompt = synthetic(a.batch, a.length, frac, vocab)
         with torch.no_grad():
@@ -176,6 +177,8 @@ def main():
         t = time_loss(model, ids, labels, att, reps)
         mem = {m: peak_memory(model, ids, labels, att, m, backward=True) for m in ("full", "supervised")}
         fwd = {m: peak_memory(model, ids, labels, att, m, backward=False) for m in ("full", "supervised")}
+        model.zero_grad(set_to_none=True)  # finetune deep-copies the model: do not copy the timing runs' gradients
+        gc.collect()
         exs = synthetic_examples(a.batch * ft_steps, a.length, frac, vocab)
         tok = _Tok(vocab)
         ft = {}
@@ -187,6 +190,7 @@ def main():
         ft = {k: C.median(v) for k, v in ft.items()}
         lean = ft["supervised, measure_every=None"]
         speedups[frac] = (t["full"] / t["supervised"], ft["full"] / ft["supervised"], ft["full"] / lean)
+        full_steps.append(ft["full"])
         rows.append([
             f"{frac:.2f} ({n_prompt}/{a.length})",
             f"{t['full'] * 1000:.0f}", f"{t['supervised'] * 1000:.0f}", f"{t['full'] / t['supervised']:.2f}x",
@@ -225,6 +229,11 @@ def main():
         "124M parameters (the same in both columns), and under completion-only loss it measures the prompt NLL every step, "
         "which needs the output layer at every prompt position (without gradient: a third of its cost there). "
         "`measure_every=None` (or `measure_every=k`) skips that measurement, leaving `prompt_nll` None on those steps.",
+        "",
+        f"Noise: the full-logits finetune step does the same work at every prompt fraction, so the spread of its column "
+        f"({min(full_steps) * 1000:.0f}-{max(full_steps) * 1000:.0f} ms, {(max(full_steps) / min(full_steps) - 1) * 100:.0f}%) "
+        "shows how much the finetune-step columns move from run to run on this machine (allocation of the 124M-parameter "
+        "gradients every step, other processes). The loss-only columns are steadier (more repeats, no optimiser).",
     ]
     text = "\n".join(lines)
     print(text)

@@ -8,13 +8,13 @@ Masking changes the loss, not the forward pass. Two consequences this module mak
   input (nothing comes after it), so its embedding gets exactly zero gradient under any masking.
 * **Each target adds its own term to the parameter gradient.** The loss is a mean over targets, so the
   parameter gradient is a mean of per-target gradients; :func:`token_gradients` measures each one's
-  norm with a single forward pass and one batched backward pass (``is_grads_batched``), not one
-  backward pass per token.
+  norm with a single forward pass and batched backward passes (``is_grads_batched``), not one
+  backward pass per token. A target's term under the masked loss and under the full loss is the same
+  gradient of its own NLL, divided by a different count of targets, so it is computed once.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
@@ -22,28 +22,64 @@ import torch
 from .data import IGNORE_INDEX, Example
 from .loss import token_nll
 
-_BLOCK = re.compile(r"\.(?:h|layers|layer|blocks|block)\.(\d+)\.")
+
+def _find_blocks(model):
+    """(prefix, n) of the longest ModuleList (the transformer blocks: ``transformer.h``, ``model.layers``...)."""
+    best = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.ModuleList) and len(mod) > 0 and (best is None or len(mod) > best[1]):
+            best = (name, len(mod))
+    return best
 
 
-def parameter_group(name: str) -> str:
-    """Group a parameter name into "embeddings", "block_<i>" or "head" (final norm and output layer)."""
-    m = _BLOCK.search("." + name)
-    if m:
-        return f"block_{int(m.group(1))}"
-    if any(k in name for k in ("wte", "wpe", "embed")):
-        return "embeddings"
-    return "head"
+def parameter_groups(model, named=None) -> tuple:
+    """Group each parameter of ``model`` into "embeddings", "block_<i>" or "head".
+
+    Blocks are the entries of the model's longest ``ModuleList`` (``transformer.h`` in GPT-2,
+    ``model.layers`` in Llama/Qwen); "embeddings" holds the input embedding matrix (also when it is tied
+    to the output layer) and position embeddings; "head" holds the rest (final norm, untied output layer).
+    The training engine's per-layer gradient norms and :func:`token_gradients` both use this grouping.
+
+    Args:
+        model: a torch module.
+        named: ``(name, parameter)`` pairs to group (default: the model's trainable parameters).
+
+    Returns:
+        ``(order, groups)``: the group names in model order, and the group of each pair in ``named``.
+    """
+    if named is None:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    blocks = _find_blocks(model)
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    emb_ids = {id(p) for p in emb.parameters()} if emb is not None else set()
+    groups = []
+    for name, p in named:
+        if blocks is not None and name.startswith(blocks[0] + "."):
+            groups.append(f"block_{name[len(blocks[0]) + 1:].split('.')[0]}")
+        elif id(p) in emb_ids or any(k in name.lower() for k in ("wpe", "wte", "embed")):
+            groups.append("embeddings")
+        else:
+            groups.append("head")
+    order = ["embeddings"] + [f"block_{i}" for i in range(blocks[1] if blocks else 0)] + ["head"]
+    order = [g for g in order if g in groups] + sorted(set(groups) - set(order))
+    return order, groups
 
 
-def group_norms(named_tensors) -> dict:
-    """L2 norm per parameter group of ``(name, tensor)`` pairs (e.g. gradients); groups in model order."""
+def group_norms(model, named_tensors) -> dict:
+    """L2 norm per parameter group (see :func:`parameter_groups`) of ``(name, tensor)`` pairs, e.g.
+    ``(name, p.grad)``; names are the model's parameter names. Groups come in model order."""
+    named = list(model.named_parameters())
+    order, groups = parameter_groups(model, named)
+    group_of = dict(zip((n for n, _ in named), groups))
     sq: dict = {}
     for name, t in named_tensors:
         if t is None:
             continue
-        g = parameter_group(name)
+        if name not in group_of:
+            raise ValueError(f"{name!r} is not a parameter name of this model; pass (name, tensor) pairs from model.named_parameters().")
+        g = group_of[name]
         sq[g] = sq.get(g, 0.0) + float(t.detach().float().pow(2).sum())
-    return {g: v**0.5 for g, v in sq.items()}
+    return {g: sq[g] ** 0.5 for g in order if g in sq}
 
 
 @dataclass
@@ -55,8 +91,9 @@ class TokenGradients:
     Attributes:
         input_grad_masked / input_grad_full: norm of d loss / d (input embedding) at each position.
         target_grad: norm of each completion target's own term in the parameter gradient of the
-            masked loss (None where the token is not a completion target).
-        target_grad_full: the same under the full loss, for every target (None at position 0).
+            masked loss (None where the token is not a completion target, or was skipped).
+        target_grad_full: the same under the full loss, for every target (None at position 0, and
+            where ``token_gradients(targets=...)`` skipped it).
         cosine: cosine similarity between the masked and the full parameter gradients.
         layer_norms_masked / layer_norms_full: gradient norm per parameter group.
         loss_masked / loss_full: the two losses (nats per target token).
@@ -95,37 +132,56 @@ def _per_target_norms(losses, params, chunk):
         sq = torch.zeros(rows.shape[0], dtype=torch.float64, device=losses.device)
         for g in grads:
             if g is not None:
-                sq += g.reshape(rows.shape[0], -1).double().pow(2).sum(1)
+                sq += torch.linalg.vector_norm(g.reshape(rows.shape[0], -1), dim=1).double().square()
         out[start : start + rows.shape[0]] = sq.sqrt().cpu()
     return out
 
 
-def token_gradients(model, tok, example: Example, *, chunk: int = 16) -> TokenGradients:
+TARGETS = ("all", "completion", "none")
+
+
+def token_gradients(model, tok, example: Example, *, targets: str = "all", chunk: int = 16) -> TokenGradients:
     """Measure, for one example, how masking changes where gradient flows.
 
     Args:
         model, tok: from ``sv.load_model()``. The model's weights are not changed and no optimiser
             state is touched; gradients are computed with ``torch.autograd.grad``.
         example: an :class:`~sftviz.data.Example` (its completion mask decides what "masked" trains).
+        targets: whose per-target parameter-gradient norms to compute: ``"all"`` (every target, as the
+            full loss needs; the default), ``"completion"`` (the completion targets only: the masked
+            view, several times faster on long prompts), or ``"none"`` (skip them: input-embedding
+            gradients, cosine and layer norms only).
         chunk: how many per-target gradients to batch in one backward pass (memory vs speed).
 
     Returns:
         A :class:`TokenGradients`. Per-target gradient norms of the masked loss are for the summed loss
         of each target divided by the number of completion targets, so they add up (as vectors) to the
-        masked parameter gradient.
+        masked parameter gradient; those of the full loss are divided by the number of all targets.
+        Norms that were not computed (see ``targets``) are None.
     """
     if not isinstance(example, Example):
         raise TypeError(f"example must be an sftviz Example (from sv.build_example); got {type(example).__name__}.")
     if not callable(model) or not hasattr(model, "get_input_embeddings"):
         raise TypeError(f"Expected a Hugging Face causal language model, got {type(model).__name__}.")
+    if targets not in TARGETS:
+        raise ValueError(f"targets must be one of {TARGETS}; got {targets!r}.")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}.")
+    if len(example) < 2:
+        raise ValueError("The example has fewer than 2 tokens, so nothing is predicted; give it a prompt and a completion.")
     device = next(model.parameters()).device
     ids = torch.tensor([example.input_ids], device=device)
     was_training = model.training
     model.eval()  # no dropout: the gradients describe the model as it is
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     names, params = [n for n, _ in named], [p for _, p in named]
+    cmask = torch.tensor(example.completion_mask, device=device, dtype=torch.bool)
+    n = len(example)
+    n_c, n_f = int(cmask.sum()), n - 1
+    if n_c == 0:
+        raise ValueError("The example has no completion targets, so the masked loss is undefined; give it a completion.")
+    # Positions whose own per-target gradient is computed (position 0 is never a target).
+    wanted = {"all": list(range(1, n)), "completion": torch.nonzero(cmask).flatten().tolist(), "none": []}[targets]
     try:
         with torch.enable_grad():
             # Kept attached to the embedding matrix, so that (tied) embeddings get their input-side
@@ -133,16 +189,11 @@ def token_gradients(model, tok, example: Example, *, chunk: int = 16) -> TokenGr
             embeds = model.get_input_embeddings()(ids)
             logits = model(inputs_embeds=embeds).logits
             per = token_nll(logits, ids)[0]  # (T,) NLL of every token given its prefix; 0 at position 0
-            cmask = torch.tensor(example.completion_mask, device=device, dtype=torch.bool)
-            full_mask = torch.zeros_like(cmask)
-            full_mask[1:] = True
-            n_c, n_f = int(cmask.sum()), int(full_mask.sum())
             loss_m = per[cmask].sum() / n_c
-            loss_f = per[full_mask].sum() / n_f
+            loss_f = per[1:].sum() / n_f
             g_m = torch.autograd.grad(loss_m, [embeds] + params, retain_graph=True, allow_unused=True)
-            g_f = torch.autograd.grad(loss_f, [embeds] + params, retain_graph=True, allow_unused=True)
-            targets_m = _per_target_norms(per[cmask] / n_c, params, chunk)
-            targets_f = _per_target_norms(per[full_mask] / n_f, params, chunk)
+            g_f = torch.autograd.grad(loss_f, [embeds] + params, retain_graph=bool(wanted), allow_unused=True)
+            own = _per_target_norms(per[wanted], params, chunk).tolist() if wanted else []
     finally:
         model.train(was_training)
 
@@ -151,11 +202,11 @@ def token_gradients(model, tok, example: Example, *, chunk: int = 16) -> TokenGr
 
     vm, vf = flat(g_m[1:]), flat(g_f[1:])
     cosine = float(torch.dot(vm, vf) / (vm.norm() * vf.norm()).clamp_min(1e-30))
-    n = len(example)
-    target_grad = [None] * n
-    for k, t in enumerate(torch.nonzero(cmask).flatten().tolist()):
-        target_grad[t] = float(targets_m[k])
-    target_grad_full = [None] + [float(v) for v in targets_f]
+    target_grad, target_grad_full = [None] * n, [None] * n
+    for t, g in zip(wanted, own):
+        target_grad_full[t] = g / n_f
+        if example.completion_mask[t]:
+            target_grad[t] = g / n_c
     return TokenGradients(
         positions=list(range(n)),
         tokens=list(example.tokens),
@@ -166,8 +217,8 @@ def token_gradients(model, tok, example: Example, *, chunk: int = 16) -> TokenGr
         target_grad=target_grad,
         target_grad_full=target_grad_full,
         cosine=cosine,
-        layer_norms_masked=group_norms(zip(names, g_m[1:])),
-        layer_norms_full=group_norms(zip(names, g_f[1:])),
+        layer_norms_masked=group_norms(model, zip(names, g_m[1:])),
+        layer_norms_full=group_norms(model, zip(names, g_f[1:])),
         loss_masked=float(loss_m.detach()),
         loss_full=float(loss_f.detach()),
         example=example,

@@ -38,6 +38,7 @@ from .data import IGNORE_INDEX, Example, build_example, check_masking
 from .faults import apply_label_fault, get_fault
 from .faults import accum_mean_of_means as _accum_mean_of_means
 from .faults import per_sequence_mean as _per_sequence_mean
+from .gradients import parameter_groups
 from .loss import _head_is_plain, target_masks
 from .modeling import resolve_device
 from .runs import TIMING_KEYS, Run, load_run
@@ -274,38 +275,10 @@ class _IndexStream:
 # ==============================================================================================
 
 
-def _find_blocks(model):
-    """(prefix, n) of the ModuleList holding the transformer blocks (``transformer.h``, ``model.layers``, ...)."""
-    best = None
-    for name, mod in model.named_modules():
-        if isinstance(mod, torch.nn.ModuleList) and len(mod) > 0:
-            if best is None or len(mod) > best[1]:
-                best = (name, len(mod))
-    return best
-
-
 def _param_groups(model, params_named):
-    """Group name for each parameter: "embeddings", "block_0".., "head" (final norm and untied head)."""
-    blocks = _find_blocks(model)
-    emb = model.get_input_embeddings()
-    emb_ids = {id(p) for p in emb.parameters()} if emb is not None else set()
-    names = []
-    for name, p in params_named:
-        group = None
-        if blocks is not None:
-            prefix = blocks[0] + "."
-            if name.startswith(prefix):
-                group = f"block_{name[len(prefix):].split('.')[0]}"
-        if group is None:
-            low = name.lower()
-            if id(p) in emb_ids or "wpe" in low or "wte" in low or "embed" in low:
-                group = "embeddings"
-            else:
-                group = "head"
-        names.append(group)
-    order = ["embeddings"] + [f"block_{i}" for i in range(blocks[1] if blocks else 0)] + ["head"]
-    order = [g for g in order if g in names] + sorted(set(names) - set(order))
-    return order, torch.tensor([order.index(g) for g in names], dtype=torch.long)
+    """Group order and, per parameter, the index of its group (see ``gradients.parameter_groups``)."""
+    order, groups = parameter_groups(model, params_named)
+    return order, torch.tensor([order.index(g) for g in groups], dtype=torch.long)
 
 
 # ==============================================================================================

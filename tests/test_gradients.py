@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import sftviz as sv
-from sftviz.gradients import group_norms, parameter_group, token_gradients
+from sftviz.gradients import group_norms, parameter_groups, token_gradients
 
 P, C = "Question: How much is the lamp?\nAnswer:", " 12 dollars."
 
@@ -53,16 +53,43 @@ def test_per_target_norms_match_one_backward_per_token(gpt2_tok_padded, tiny_mod
     model.zero_grad()
     b = sv.SFTCollator(tok)([ex])
     sv.sft_loss(model(input_ids=b["input_ids"]).logits, b["labels"]).backward()
-    plain = group_norms((n, p.grad) for n, p in model.named_parameters())
+    plain = group_norms(model, ((n, p.grad) for n, p in model.named_parameters()))
     for g, v in plain.items():
         assert fast.layer_norms_masked[g] == pytest.approx(v, rel=1e-4)
 
 
-def test_parameter_groups():
-    assert parameter_group("transformer.h.3.attn.c_attn.weight") == "block_3"
-    assert parameter_group("model.layers.12.mlp.up_proj.weight") == "block_12"
-    assert parameter_group("transformer.wte.weight") == "embeddings"
-    assert parameter_group("transformer.ln_f.weight") == "head"
+def test_parameter_groups(tiny_model):
+    named = list(tiny_model.named_parameters())
+    order, groups = parameter_groups(tiny_model, named)
+    assert order == ["embeddings", "block_0", "block_1", "head"]
+    group = dict(zip((n for n, _ in named), groups))
+    assert group["transformer.h.1.attn.c_attn.weight"] == "block_1"
+    assert group["transformer.wte.weight"] == group["transformer.wpe.weight"] == "embeddings"
+    assert group["transformer.ln_f.weight"] == "head"
+    with pytest.raises(ValueError, match="not a parameter name"):
+        group_norms(tiny_model, [("nope.weight", torch.ones(2))])
+
+
+def test_targets_option(gpt2_tok, tiny_model, grads):
+    """Fewer per-target norms on request; what is computed is the same; the rest is unchanged."""
+    ex = grads.example
+    comp = token_gradients(tiny_model, gpt2_tok, ex, targets="completion")
+    none = token_gradients(tiny_model, gpt2_tok, ex, targets="none")
+    for t, c in enumerate(ex.completion_mask):
+        if c:
+            assert comp.target_grad[t] == pytest.approx(grads.target_grad[t], rel=1e-5)
+            assert comp.target_grad_full[t] == pytest.approx(grads.target_grad_full[t], rel=1e-5)
+        else:
+            assert comp.target_grad_full[t] is None
+    assert all(g is None for g in none.target_grad + none.target_grad_full)
+    assert none.cosine == pytest.approx(grads.cosine, abs=1e-6)
+    assert none.input_grad_masked == pytest.approx(grads.input_grad_masked)
+    # A target's term differs between the two losses only by the number of targets it is divided by.
+    n_c, n_f = sum(ex.completion_mask), len(ex) - 1
+    t = ex.completion_mask.index(1)
+    assert grads.target_grad[t] * n_c == pytest.approx(grads.target_grad_full[t] * n_f, rel=1e-9)
+    with pytest.raises(ValueError, match="targets must be one of"):
+        token_gradients(tiny_model, gpt2_tok, ex, targets="prompt")
 
 
 def test_bad_input(gpt2_tok, tiny_model):
