@@ -142,6 +142,23 @@ def test_refused_click_is_explained_and_undone(ex):
     assert v.error == ""
 
 
+def test_refused_browser_click_sends_no_event(ex):
+    """A click arrives through set_state (as from the front end): refused, it changes nothing and
+    observers hear nothing; accepted, they hear one change."""
+    v = W.TokenView(ex)
+    events = []
+    v.observe(events.append, names="trained")
+    before = list(ex.labels)
+    click = list(v.trained)
+    click[0] = True
+    v.set_state({"trained": click})
+    assert events == [] and "Position 0" in v.error and ex.labels == before and v.trained[0] is False
+    click = list(v.trained)
+    click[1] = not click[1]
+    v.set_state({"trained": click})
+    assert len(events) == 1 and events[0]["new"] == click and v.error == ""
+
+
 def test_token_view_takes_a_score_report(tiny_model, gpt2_tok, ex):
     rep = sv.score(tiny_model, gpt2_tok, example=ex)
     v = W.TokenView(rep, title="t")

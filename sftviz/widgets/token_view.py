@@ -27,7 +27,7 @@ class TokenView(SftvizWidget):
     Clicking a token in the browser sets the ``trained`` traitlet; the view then calls
     ``example.set_trained`` so the example's ``labels`` change, and updates ``labels`` and
     ``tokens``. Watch changes with ``view.observe(fn, names="trained")``. A refused change (position
-    0 cannot be a target) is undone and explained in the widget.
+    0 cannot be a target) is undone in the browser, explained in the widget, and sends no event.
     """
 
     _esm = module_source("token_view.js")
@@ -87,18 +87,30 @@ class TokenView(SftvizWidget):
 
     # -- what the browser sends -----------------------------------------------------------
 
+    def set_state(self, sync_data):
+        # A click arrives here. A refused click is replaced by the current value before ipywidgets
+        # echoes it to the browser (which then shows the old state) and sets the trait, so observers of
+        # ``trained`` see no event for a change that did not happen.
+        if "trained" in sync_data and not self._syncing:
+            sync_data = dict(sync_data)
+            sync_data["trained"] = self._apply_trained(sync_data["trained"])
+        super().set_state(sync_data)
+
     @traitlets.validate("trained")
     def _valid_trained(self, proposal):
-        value = proposal["value"]
         if self._syncing:
-            return value
+            return proposal["value"]
+        return self._apply_trained(proposal["value"])
+
+    def _apply_trained(self, value):
+        """Apply a proposed ``trained`` list to the example; return the list it now has (the old one
+        when the change is refused, with the reason shown in the widget)."""
+        have = [bool(v) for v in self.example.trained]
         if not isinstance(value, (list, tuple)) or len(value) != len(self.example):
             got = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
             self.error = f"trained must list one true/false per token ({len(self.example)}); got {got}."
-            self._resend_trained()
-            return [bool(v) for v in self.example.trained]
+            return have
         want = [bool(v) for v in value]
-        have = [bool(v) for v in self.example.trained]
         changed = [t for t in range(len(want)) if want[t] != have[t]]
         backup = (list(self.example.labels), list(self.example.weights), self.example.masking)
         try:
@@ -108,18 +120,10 @@ class TokenView(SftvizWidget):
             self.example.labels[:], self.example.weights[:] = backup[0], backup[1]
             self.example.masking = backup[2]
             self._report(err)
-            self._resend_trained()
             return have
-        self.error = ""
+        if changed:
+            self.error = ""
         return want
-
-    def _resend_trained(self):
-        # A refused click leaves the trait unchanged, so no change event would tell the browser to
-        # undo it: send the current value explicitly (after ipywidgets' echo of the browser's value).
-        try:
-            self.send_state("trained")
-        except Exception:  # no front end: nothing to undo
-            pass
 
     @traitlets.observe("trained")
     def _on_trained(self, change):
