@@ -16,10 +16,20 @@
 
 # %% tags=["setup"]
 # Setup for Colab (elsewhere this does nothing): install sftviz if it is missing, enable widgets.
+# sftviz is installed from its repository, never by name from a package index (an index may hold an
+# unrelated package of that name). On Colab, set SFTVIZ_SOURCE to your copy before running this cell.
+SFTVIZ_SOURCE = ""  # e.g. "git+https://github.com/<owner>/sftviz"
+
 import importlib.util
 
 if importlib.util.find_spec("sftviz") is None:
-    get_ipython().run_line_magic("pip", "install -q sftviz")  # noqa: F821
+    if not SFTVIZ_SOURCE:
+        raise ModuleNotFoundError(
+            "sftviz is not installed in this kernel. Set SFTVIZ_SOURCE in this cell to the repository "
+            "(for example git+https://github.com/<owner>/sftviz) and run the cell again, or run "
+            "`bash scripts/course.sh` in a clone of the repository."
+        )
+    get_ipython().run_line_magic("pip", f"install -q {SFTVIZ_SOURCE}")  # noqa: F821
 try:
     from google.colab import output  # type: ignore
 
