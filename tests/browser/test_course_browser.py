@@ -1,0 +1,134 @@
+"""The five course notebooks, run top to bottom in a real JupyterLab in headless Chromium.
+
+nbval checks what each notebook computes; this checks what a student sees: every cell runs without
+an error in JupyterLab's own kernel, every widget of the notebook renders its view (not the static
+fallback), no widget shows an error, and the page logs no JavaScript error. Each notebook is copied
+with its outputs cleared, so everything checked here comes from this run. A screenshot of each
+notebook's first widget goes to the screenshots folder (``course_NN.png``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import ROOT, Budget, NotebookPage
+
+pytestmark = pytest.mark.browser
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
+# The widget views each notebook shows (class of the view's root element: how many at least).
+WIDGETS = {
+    "01": {"sftviz-lpx": 1, "sftviz-quizw": 1},
+    "02": {"sftviz-tokenview": 2, "sftviz-quizw": 1},
+    "03": {"sftviz-gradview": 1, "sftviz-quizw": 1},
+    "04": {"sftviz-labpanel": 1, "sftviz-quizw": 1},
+    "05": {"sftviz-tokenview": 4, "sftviz-quizw": 1},
+}
+
+CELLS_STATE = """() => {
+  const app = window.jupyterapp; const w = app && app.shell && app.shell.currentWidget;
+  const model = w && w.content && w.content.model;
+  const kernel = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+  if (!model || !kernel) return null;
+  const out = {idle: kernel.status === 'idle', waiting: 0, errors: []};
+  for (let i = 0; i < model.cells.length; i++) {
+    const c = model.cells.get(i);
+    if (c.type !== 'code') continue;
+    if (c.executionCount === null) out.waiting++;
+    for (let j = 0; j < c.outputs.length; j++) {
+      const o = c.outputs.get(j);
+      if (o.type === 'error') { const d = o.toJSON(); out.errors.push(`cell ${i}: ${d.ename}: ${d.evalue}`); }
+    }
+  }
+  return out;
+}"""
+COUNT = "cls => document.querySelectorAll('.jp-OutputArea-output .' + cls).length"
+WIDGET_ERRORS = """() => [...document.querySelectorAll('.jp-OutputArea-output .sftviz .sftviz-error')]
+  .filter(e => e.offsetParent !== null && e.textContent.trim()).map(e => e.textContent.trim())"""
+
+
+@pytest.fixture(scope="module")
+def budget():
+    """Five notebooks (about 90 s of execution on 2 cores) need more than the widget tests' budget."""
+    return Budget(float(os.environ.get("SFTVIZ_COURSE_BROWSER_BUDGET_S", "420")))
+
+
+@pytest.fixture
+def page(browser_context):
+    """A fresh page per notebook (closing it skips the 'leave the page?' prompt of an unsaved notebook)."""
+    p = browser_context.new_page()
+    yield p
+    p.close()
+
+
+def _copy_cleared(src: Path, dest_dir: Path) -> str:
+    nb = nbformat.read(src, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.write(nb, dest_dir / src.name)
+    return src.name
+
+
+def test_notebook_list_matches():
+    assert sorted(p.name[:2] for p in NOTEBOOKS) == sorted(WIDGETS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+def test_course_notebook_runs_and_renders(path, jupyter_lab, page, budget, shots_dir):
+    view = NotebookPage(page, jupyter_lab, budget, shots_dir)
+    name = _copy_cleared(path, jupyter_lab.root)
+    errors = []
+
+    def on_error(err):
+        errors.append(str(err))
+
+    def on_dialog(dialog):
+        dialog.dismiss()
+
+    page.on("pageerror", on_error)
+    page.on("dialog", on_dialog)
+    try:
+        page.goto(f"{jupyter_lab.url}/lab/tree/{name}?reset&token={jupyter_lab.token}", wait_until="domcontentloaded",
+                  timeout=budget.timeout(60, "loading JupyterLab in Chromium") * 1000)
+        view.wait_js(f"{name}: the kernel to connect", """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+            const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+            return !!(k && k.connectionStatus === 'connected' && k.status === 'idle'); }""", timeout=90)
+        jupyter_lab.remember_children()
+        view.js("() => window.jupyterapp.shell.collapseLeft()")
+        view.js("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+        def done():
+            state = view.js(CELLS_STATE)
+            if state and state["errors"]:
+                raise AssertionError(f"{name}: a cell raised in JupyterLab:\n" + "\n".join(state["errors"])[-3000:])
+            return bool(state) and state["waiting"] == 0 and state["idle"]
+
+        view.page.wait_for_timeout(500)  # let run-all mark the cells as queued
+        view.poll(f"{name}: every code cell to run", done, timeout=150, interval=0.5)
+        for cls, n in WIDGETS[path.name[:2]].items():
+            view.poll(f"{name}: {n} rendered .{cls} view(s)", lambda: view.js(COUNT, cls) >= n, timeout=30)
+        assert view.js(WIDGET_ERRORS) == [], f"{name}: a widget shows an error"
+        assert errors == [], f"{name}: JavaScript errors on the page: {errors}"
+        first = next(iter(WIDGETS[path.name[:2]]))
+        view.screenshot(page.locator(f".jp-OutputArea-output:has(.{first})").first, f"course_{path.name[:2]}")
+    except BaseException:
+        try:
+            page.screenshot(path=str(shots_dir / f"FAILED-course_{path.name[:2]}.png"), full_page=True)
+        except Exception:
+            pass
+        raise
+    finally:
+        page.remove_listener("pageerror", on_error)
+        page.remove_listener("dialog", on_dialog)
+        # Free the CPU for the next notebook: shut this notebook's kernel down.
+        try:
+            view.js("() => window.jupyterapp.serviceManager.sessions.shutdownAll()")
+        except Exception:
+            pass
+        shutil.rmtree(jupyter_lab.root / ".ipynb_checkpoints", ignore_errors=True)
