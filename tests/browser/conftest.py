@@ -379,20 +379,24 @@ class NotebookPage:
 
     # -- opening and running -----------------------------------------------------------------
 
-    def open_and_run(self, name: str):
-        page = self.page
-        page.on("pageerror", lambda e: self.page_errors.append(str(e)))
-        page.on("dialog", lambda d: d.dismiss())
-        page.goto(f"{self.lab.url}/lab/tree/{name}?reset&token={self.lab.token}", wait_until="domcontentloaded",
-                  timeout=self.budget.timeout(60, "loading JupyterLab in Chromium") * 1000)
+    def open_notebook(self, name: str):
+        """Open ``name`` (in the Lab's root) with a fresh workspace, wait for its kernel, run all cells."""
+        self.page.goto(f"{self.lab.url}/lab/tree/{name}?reset&token={self.lab.token}", wait_until="domcontentloaded",
+                       timeout=self.budget.timeout(60, "loading JupyterLab in Chromium") * 1000)
         self.wait_js(
-            "the notebook's kernel to connect (window.jupyterapp, expose_app_in_browser)",
+            f"{name}: the kernel to connect (window.jupyterapp, expose_app_in_browser)",
             """() => { const app = window.jupyterapp; const w = app && app.shell && app.shell.currentWidget;
               const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
               return !!(k && k.connectionStatus === 'connected'); }""", timeout=90)
         self.lab.remember_children()
         self.js("() => window.jupyterapp.shell.collapseLeft()")  # the file browser only narrows the notebook
         self.js("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+    def open_and_run(self, name: str):
+        page = self.page
+        page.on("pageerror", lambda e: self.page_errors.append(str(e)))
+        page.on("dialog", lambda d: d.dismiss())
+        self.open_notebook(name)
 
         def ready():
             errs = self.js("""() => [...document.querySelectorAll(

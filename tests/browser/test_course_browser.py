@@ -84,24 +84,10 @@ def test_course_notebook_runs_and_renders(path, jupyter_lab, page, budget, shots
     view = NotebookPage(page, jupyter_lab, budget, shots_dir)
     name = _copy_cleared(path, jupyter_lab.root)
     errors = []
-
-    def on_error(err):
-        errors.append(str(err))
-
-    def on_dialog(dialog):
-        dialog.dismiss()
-
-    page.on("pageerror", on_error)
-    page.on("dialog", on_dialog)
+    page.on("pageerror", lambda err: errors.append(str(err)))  # the page is this test's own
+    page.on("dialog", lambda dialog: dialog.dismiss())
     try:
-        page.goto(f"{jupyter_lab.url}/lab/tree/{name}?reset&token={jupyter_lab.token}", wait_until="domcontentloaded",
-                  timeout=budget.timeout(60, "loading JupyterLab in Chromium") * 1000)
-        view.wait_js(f"{name}: the kernel to connect", """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-            const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-            return !!(k && k.connectionStatus === 'connected' && k.status === 'idle'); }""", timeout=90)
-        jupyter_lab.remember_children()
-        view.js("() => window.jupyterapp.shell.collapseLeft()")
-        view.js("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        view.open_notebook(name)
 
         def done():
             state = view.js(CELLS_STATE)
@@ -109,8 +95,8 @@ def test_course_notebook_runs_and_renders(path, jupyter_lab, page, budget, shots
                 raise AssertionError(f"{name}: a cell raised in JupyterLab:\n" + "\n".join(state["errors"])[-3000:])
             return bool(state) and state["waiting"] == 0 and state["idle"]
 
-        view.page.wait_for_timeout(500)  # let run-all mark the cells as queued
-        view.poll(f"{name}: every code cell to run", done, timeout=150, interval=0.5)
+        view.page.wait_for_timeout(500)  # let run-all queue the cells
+        view.poll(f"{name}: every code cell to run and the kernel to be idle", done, timeout=150, interval=0.5)
         for cls, n in WIDGETS[path.name[:2]].items():
             view.poll(f"{name}: {n} rendered .{cls} view(s)", lambda: view.js(COUNT, cls) >= n, timeout=30)
         assert view.js(WIDGET_ERRORS) == [], f"{name}: a widget shows an error"
@@ -124,8 +110,6 @@ def test_course_notebook_runs_and_renders(path, jupyter_lab, page, budget, shots
             pass
         raise
     finally:
-        page.remove_listener("pageerror", on_error)
-        page.remove_listener("dialog", on_dialog)
         # Free the CPU for the next notebook: shut this notebook's kernel down.
         try:
             view.js("() => window.jupyterapp.serviceManager.sessions.shutdownAll()")
