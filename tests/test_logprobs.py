@@ -28,7 +28,8 @@ def test_identity_and_relation_to_the_loss(gpt2_tok_padded, tiny_model):
 def test_marginal_equals_scoring_the_prompt_alone(gpt2_tok, tiny_model):
     rep = sv.score(tiny_model, gpt2_tok, prompt=P, completion=C)
     ids = rep.example.input_ids[: rep.example.n_prompt]
-    logp = torch.log_softmax(tiny_model(input_ids=torch.tensor([ids])).logits[0, :-1].double(), -1)
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny_model(input_ids=torch.tensor([ids])).logits[0, :-1].double(), -1)
     alone = float(logp.gather(-1, torch.tensor(ids[1:]).unsqueeze(-1)).sum())
     assert rep.marginal == pytest.approx(alone, abs=1e-4)
     assert rep.n_prompt_scored == len(ids) - 1  # every prompt token, thanks to the BOS
