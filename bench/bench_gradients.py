@@ -53,7 +53,7 @@ def main():
         ("one forward + backward per target, all targets (slow way)", "slow_all", loop(all_targets)),
         ("token_gradients(targets='all')", "slow_all", lambda: token_gradients(model, tok, ex, targets="all")),
         ("one forward + backward per target, completion targets (slow way)", "slow_comp", loop(comp_targets)),
-        ("token_gradients(targets='completion')", "slow_comp", lambda: token_gradients(model, tok, ex, targets="completion")),
+        ("token_gradients(targets='trained')", "slow_comp", lambda: token_gradients(model, tok, ex, targets="trained")),
         ("token_gradients(targets='none')", None, lambda: token_gradients(model, tok, ex, targets="none")),
     )
     timings = {}

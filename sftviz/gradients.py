@@ -88,15 +88,20 @@ class TokenGradients:
 
     All lists have one entry per position of the example.
 
+    "Masked" is the loss the example trains with: its labels and weights (completion-only for an
+    example built with ``masking="completion"``, the default); "full" trains every target equally.
+
     Attributes:
         input_grad_masked / input_grad_full: norm of d loss / d (input embedding) at each position.
-        target_grad: norm of each completion target's own term in the parameter gradient of the
-            masked loss (None where the token is not a completion target, or was skipped).
+        target_grad: norm of each trained target's own term in the parameter gradient of the
+            masked loss (None where the token is not trained, or was skipped).
         target_grad_full: the same under the full loss, for every target (None at position 0, and
             where ``token_gradients(targets=...)`` skipped it).
         cosine: cosine similarity between the masked and the full parameter gradients.
         layer_norms_masked / layer_norms_full: gradient norm per parameter group.
         loss_masked / loss_full: the two losses (nats per target token).
+        masked_name: what the masked loss is, for labels: "completion-only", "prompt weight 0.1",
+            or "trained tokens" (labels edited with ``set_trained`` or built another way).
     """
 
     positions: list
@@ -113,6 +118,7 @@ class TokenGradients:
     loss_masked: float
     loss_full: float
     example: Example
+    masked_name: str = "completion-only"
 
     def __repr__(self):
         return (
@@ -137,7 +143,17 @@ def _per_target_norms(losses, params, chunk):
     return out
 
 
-TARGETS = ("all", "completion", "none")
+TARGETS = ("all", "trained", "none")
+
+
+def masked_name(example: Example) -> str:
+    """A short name for the loss ``example`` trains with (its labels and weights)."""
+    m = example.masking
+    if m == "completion":
+        return "completion-only"
+    if isinstance(m, (int, float)) and not isinstance(m, bool):
+        return f"prompt weight {m:g}"
+    return "trained tokens"
 
 
 def token_gradients(model, tok, example: Example, *, targets: str = "all", chunk: int = 16) -> TokenGradients:
@@ -146,17 +162,20 @@ def token_gradients(model, tok, example: Example, *, targets: str = "all", chunk
     Args:
         model, tok: from ``sv.load_model()``. The model's weights are not changed and no optimiser
             state is touched; gradients are computed with ``torch.autograd.grad``.
-        example: an :class:`~sftviz.data.Example` (its completion mask decides what "masked" trains).
+        example: an :class:`~sftviz.data.Example`. Its labels and weights define the "masked" loss:
+            the completion only for ``masking="completion"``; a prompt-loss weight, or labels edited
+            with ``set_trained`` (in TokenView, say), are followed as they are.
         targets: whose per-target parameter-gradient norms to compute: ``"all"`` (every target, as the
-            full loss needs; the default), ``"completion"`` (the completion targets only: the masked
-            view, several times faster on long prompts), or ``"none"`` (skip them: input-embedding
+            full loss needs; the default), ``"trained"`` (the trained targets only: the masked view,
+            several times faster on long prompts), or ``"none"`` (skip them: input-embedding
             gradients, cosine and layer norms only).
         chunk: how many per-target gradients to batch in one backward pass (memory vs speed).
 
     Returns:
-        A :class:`TokenGradients`. Per-target gradient norms of the masked loss are for the summed loss
-        of each target divided by the number of completion targets, so they add up (as vectors) to the
-        masked parameter gradient; those of the full loss are divided by the number of all targets.
+        A :class:`TokenGradients`. A target's term in the masked loss is its NLL times its weight divided
+        by the total weight (the number of completion targets, for completion-only), so the terms add
+        up (as vectors) to the masked parameter gradient; in the full loss it is divided by the number
+        of all targets.
         Norms that were not computed (see ``targets``) are None.
     """
     if not isinstance(example, Example):
@@ -175,13 +194,17 @@ def token_gradients(model, tok, example: Example, *, targets: str = "all", chunk
     model.eval()  # no dropout: the gradients describe the model as it is
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     names, params = [n for n, _ in named], [p for _, p in named]
-    cmask = torch.tensor(example.completion_mask, device=device, dtype=torch.bool)
     n = len(example)
-    n_c, n_f = int(cmask.sum()), n - 1
-    if n_c == 0:
-        raise ValueError("The example has no completion targets, so the masked loss is undefined; give it a completion.")
+    n_f = n - 1
+    # The example's own objective: weight of each target (0 where the label is -100; never position 0).
+    weights = [0.0] + [float(w) if lab != IGNORE_INDEX else 0.0 for lab, w in zip(example.labels[1:], example.weights[1:])]
+    total_w = sum(weights)
+    if total_w <= 0:
+        raise ValueError("The example trains no token (every label is -100), so its loss is undefined; "
+                         "build it with a completion, or mark a token trained with set_trained.")
+    wvec = torch.tensor(weights, device=device, dtype=torch.float32)
     # Positions whose own per-target gradient is computed (position 0 is never a target).
-    wanted = {"all": list(range(1, n)), "completion": torch.nonzero(cmask).flatten().tolist(), "none": []}[targets]
+    wanted = {"all": list(range(1, n)), "trained": [t for t in range(1, n) if weights[t] > 0], "none": []}[targets]
     try:
         with torch.enable_grad():
             # Kept attached to the embedding matrix, so that (tied) embeddings get their input-side
@@ -189,7 +212,7 @@ def token_gradients(model, tok, example: Example, *, targets: str = "all", chunk
             embeds = model.get_input_embeddings()(ids)
             logits = model(inputs_embeds=embeds).logits
             per = token_nll(logits, ids)[0]  # (T,) NLL of every token given its prefix; 0 at position 0
-            loss_m = per[cmask].sum() / n_c
+            loss_m = (per * wvec).sum() / total_w
             loss_f = per[1:].sum() / n_f
             g_m = torch.autograd.grad(loss_m, [embeds] + params, retain_graph=True, allow_unused=True)
             g_f = torch.autograd.grad(loss_f, [embeds] + params, retain_graph=bool(wanted), allow_unused=True)
@@ -205,8 +228,8 @@ def token_gradients(model, tok, example: Example, *, targets: str = "all", chunk
     target_grad, target_grad_full = [None] * n, [None] * n
     for t, g in zip(wanted, own):
         target_grad_full[t] = g / n_f
-        if example.completion_mask[t]:
-            target_grad[t] = g / n_c
+        if weights[t] > 0:
+            target_grad[t] = g * weights[t] / total_w
     return TokenGradients(
         positions=list(range(n)),
         tokens=list(example.tokens),
@@ -222,4 +245,5 @@ def token_gradients(model, tok, example: Example, *, targets: str = "all", chunk
         loss_masked=float(loss_m.detach()),
         loss_full=float(loss_f.detach()),
         example=example,
+        masked_name=masked_name(example),
     )

@@ -524,7 +524,8 @@ def _seq(grads, name, n, default=None):
 def gradient_records(grads) -> dict:
     """Per-token and per-layer gradient numbers from :func:`sftviz.gradients.token_gradients`, ready to draw.
 
-    Returns ``{"tokens": [...], "layers": [...], "cosine": float, "max_input": float, "max_target": float}``.
+    Returns ``{"tokens": [...], "layers": [...], "masked_name": str, "cosine": float, "max_input": float,
+    "max_target": float, "max_layer": float}``; ``masked_name`` names the masked loss ("completion-only"...).
     Each token dict has the keys of :func:`token_records` that exist without an Example (position,
     text, segment, trained, special, newline, tip) plus ``input_masked``, ``input_full``,
     ``target_masked`` and ``target_full`` (None where a token is not a target).
@@ -539,16 +540,17 @@ def gradient_records(grads) -> dict:
     tm, tf = _seq(grads, "target_grad", n), _seq(grads, "target_grad_full", n)
     trained = getattr(grads, "trained", None)
     trained = [bool(v) for v in trained] if trained is not None else [v is not None for v in tm]
+    name = str(getattr(grads, "masked_name", None) or "completion-only")
     out = []
     for t in range(n):
         tip = [
             f"position {positions[t]} \u00b7 token {tokens[t]!r} \u00b7 {SEGMENTS.get(segments[t], (segments[t], ''))[0]}",
-            "trained target" if trained[t] else "masked (not a target of the completion-only loss)",
-            f"|d loss / d input embedding|: completion-only {im[t]:.3g}, full {ifull[t]:.3g}",
+            "trained target" if trained[t] else f"masked (not a target of the {name} loss)",
+            f"|d loss / d input embedding|: {name} {im[t]:.3g}, full {ifull[t]:.3g}",
         ]
         if tm[t] is not None or tf[t] is not None:
             tip.append(
-                "as a target, its share of the weight gradient: completion-only "
+                f"as a target, its share of the weight gradient: {name} "
                 + ("\u2013" if tm[t] is None else f"{tm[t]:.3g}")
                 + ", full "
                 + ("\u2013" if tf[t] is None else f"{tf[t]:.3g}")
@@ -584,6 +586,7 @@ def gradient_records(grads) -> dict:
     return {
         "tokens": out,
         "layers": layers,
+        "masked_name": name,
         "cosine": float(getattr(grads, "cosine", float("nan"))),
         "max_input": vmax([r["input_masked"] for r in out] + [r["input_full"] for r in out]),
         "max_target": vmax([r["target_masked"] for r in out] + [r["target_full"] for r in out]),
@@ -591,7 +594,8 @@ def gradient_records(grads) -> dict:
     }
 
 
-def cosine_sentence(cosine: float) -> str:
+def cosine_sentence(cosine: float, name: str = "completion-only") -> str:
+    """One sentence reading the cosine between the gradients of the ``name`` loss and of the full loss."""
     if cosine is None or math.isnan(cosine):
         return "cosine(masked, full) is not available."
     if cosine > 0.9:
@@ -602,7 +606,7 @@ def cosine_sentence(cosine: float) -> str:
         how = "quite different directions: most of the full loss's push comes from modelling the prompt"
     else:
         how = "opposing directions"
-    return f"cosine(gradient of completion-only loss, gradient of full loss) = {cosine:.3f}: {how}."
+    return f"cosine(gradient of {name} loss, gradient of full loss) = {cosine:.3f}: {how}."
 
 
 def _vbar(value, vmax, cls, height=60):
@@ -611,7 +615,7 @@ def _vbar(value, vmax, cls, height=60):
 
 
 def gradients_html(grads, *, what: str = "input", title: str | None = None, style: bool = True) -> str:
-    """Static view of per-token gradients (completion-only vs full, side by side) and per-layer norms.
+    """Static view of per-token gradients (masked vs full, side by side) and per-layer norms.
 
     ``what="input"`` shows |d loss / d input embedding| per position (prompt tokens get gradient under
     masking too: they are read as context); ``what="target"`` shows each target's share of the weight
@@ -629,7 +633,7 @@ def gradients_html(grads, *, what: str = "input", title: str | None = None, styl
         "|d loss / d input embedding| at each position" if what == "input" else "each target token's share of the weight gradient"
     )
     parts.append(
-        f'<div class="sftviz-caption">{esc(what_words)}. Left bar (solid): completion-only loss. '
+        f'<div class="sftviz-caption">{esc(what_words)}. Left bar (solid): {esc(d["masked_name"])} loss. '
         "Right bar (striped): full loss. Same scale for both.</div>"
     )
     parts.append('<div class="sftviz-strip sftviz-gradstrip">')
@@ -644,7 +648,7 @@ def gradients_html(grads, *, what: str = "input", title: str | None = None, styl
         )
     parts.append("</div>")
     parts.append(layers_table_html(d))
-    parts.append(f'<div class="sftviz-caption">{esc(cosine_sentence(d["cosine"]))}</div>')
+    parts.append(f'<div class="sftviz-caption">{esc(cosine_sentence(d["cosine"], d["masked_name"]))}</div>')
     parts.append(legend_html([r["segment"] for r in d["tokens"]]))
     parts.append("</div>")
     return "".join(parts)
@@ -652,7 +656,8 @@ def gradients_html(grads, *, what: str = "input", title: str | None = None, styl
 
 def layers_table_html(d: dict) -> str:
     vmax = d["max_layer"] or 1.0
-    rows = ['<table class="sftviz-table sftviz-layers"><tr><th>parameter group</th><th>completion-only</th><th></th><th>full</th><th></th></tr>']
+    name = esc(d.get("masked_name", "completion-only"))
+    rows = [f'<table class="sftviz-table sftviz-layers"><tr><th>parameter group</th><th>{name}</th><th></th><th>full</th><th></th></tr>']
     for x in d["layers"]:
         rows.append(
             f'<tr><td>{esc(x["name"])}</td>'

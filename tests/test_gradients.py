@@ -73,7 +73,7 @@ def test_parameter_groups(tiny_model):
 def test_targets_option(gpt2_tok, tiny_model, grads):
     """Fewer per-target norms on request; what is computed is the same; the rest is unchanged."""
     ex = grads.example
-    comp = token_gradients(tiny_model, gpt2_tok, ex, targets="completion")
+    comp = token_gradients(tiny_model, gpt2_tok, ex, targets="trained")
     none = token_gradients(tiny_model, gpt2_tok, ex, targets="none")
     for t, c in enumerate(ex.completion_mask):
         if c:
@@ -90,6 +90,55 @@ def test_targets_option(gpt2_tok, tiny_model, grads):
     assert grads.target_grad[t] * n_c == pytest.approx(grads.target_grad_full[t] * n_f, rel=1e-9)
     with pytest.raises(ValueError, match="targets must be one of"):
         token_gradients(tiny_model, gpt2_tok, ex, targets="prompt")
+
+
+def _plain_backward(model, tok, ex):
+    """Gradient norms per group, and the loss, of sv.sft_loss on the example's own labels and weights."""
+    from sftviz.collate import collate_examples
+
+    model = copy.deepcopy(model)
+    b = collate_examples([ex], tok.pad_token_id)  # as it is (SFTCollator would re-apply its own masking)
+    loss = sv.sft_loss(model(input_ids=b["input_ids"]).logits, b["labels"], b["loss_weights"])
+    loss.backward()
+    return float(loss.detach()), group_norms(model, ((n, p.grad) for n, p in model.named_parameters()))
+
+
+def test_masked_loss_follows_edited_labels(gpt2_tok_padded, tiny_model):
+    """After set_trained (as TokenView does), the masked side is the example's own loss, not the completion."""
+    tok = gpt2_tok_padded
+    ex = sv.build_example(tok, prompt="Paris is the capital of", completion=" France.")
+    p = ex.segments.index("prompt") + 1
+    ex.set_trained(p, True)
+    g = token_gradients(tiny_model, tok, ex)
+    assert g.masked_name == "trained tokens"
+    assert g.target_grad[p] is not None and g.target_grad[p] > 0  # a prompt token, trained now
+    loss, norms = _plain_backward(tiny_model, tok, ex)
+    assert g.loss_masked == pytest.approx(loss, rel=1e-5)
+    for k, v in norms.items():
+        assert g.layer_norms_masked[k] == pytest.approx(v, rel=1e-4)
+
+
+def test_masked_loss_follows_a_prompt_loss_weight(gpt2_tok_padded, tiny_model):
+    tok = gpt2_tok_padded
+    ex = sv.build_example(tok, prompt="Paris is the capital of", completion=" France.", masking=0.1)
+    g = token_gradients(tiny_model, tok, ex, targets="trained")
+    assert g.masked_name == "prompt weight 0.1"
+    loss, norms = _plain_backward(tiny_model, tok, ex)
+    assert g.loss_masked == pytest.approx(loss, rel=1e-5)
+    # Prompt and completion targets both count; a prompt target's term carries its weight 0.1.
+    p, c = ex.segments.index("prompt") + 1, ex.segments.index("completion")
+    ratio_m = g.target_grad[p] / g.target_grad[c]
+    ratio_f = g.target_grad_full[p] / g.target_grad_full[c]
+    assert ratio_m == pytest.approx(0.1 * ratio_f, rel=1e-6)
+
+
+def test_nothing_trained_is_a_clear_error(gpt2_tok_padded, tiny_model):
+    ex = sv.build_example(gpt2_tok_padded, prompt="Paris is the capital of", completion=" France.")
+    for t in range(len(ex)):
+        if ex.trained[t]:
+            ex.set_trained(t, False)
+    with pytest.raises(ValueError, match="trains no token"):
+        token_gradients(tiny_model, gpt2_tok_padded, ex)
 
 
 def test_bad_input(gpt2_tok, tiny_model):

@@ -3,6 +3,7 @@
 The browser is simulated the way the ES modules talk to Python: by setting the synced traitlets.
 """
 
+import copy
 import re
 import threading
 import time
@@ -314,6 +315,21 @@ def test_gradient_view_with_the_core(tiny_model, gpt2_tok, ex):
     assert set(g.layers[0]) == {"name", "masked", "full"}
     g2 = W.GradientView(tiny_model, gpt2_tok, prompt="Question: lamp?\nAnswer:", completion=" 12.")
     assert g2.error == ""
+    assert g.masked_name == "completion-only" and "completion-only loss" in g.summary
+
+
+def test_gradient_view_follows_edited_labels(tiny_model, gpt2_tok, ex):
+    """Edit the labels (as a TokenView click does), refresh: the masked side is now the edited loss, named so."""
+    ex = copy.deepcopy(ex)
+    p = ex.segments.index("prompt") + 1
+    g = W.GradientView(tiny_model, gpt2_tok, ex)
+    assert g.tokens[p]["target_masked"] is None
+    ex.set_trained(p, True)
+    g.refresh()
+    assert g.masked_name == "trained tokens" and "trained tokens loss" in g.summary
+    assert g.tokens[p]["trained"] is True and g.tokens[p]["target_masked"] > 0
+    html = bundle(g)["text/html"]
+    assert "trained tokens loss" in html and "gradient of trained tokens loss" in html
 
 
 def test_gradient_view_shows_core_errors(tiny_model, gpt2_tok, ex, monkeypatch):

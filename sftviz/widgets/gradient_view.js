@@ -1,4 +1,4 @@
-// GradientView: gradient magnitude per token (completion-only vs full loss, side by side) and per layer.
+// GradientView: gradient magnitude per token (the example's loss, e.g. completion-only, vs the full loss) and per layer.
 function render({ model, el }) {
   const root = svEl("div", "sftviz sftviz-gradview");
   const title = svEl("div", "sftviz-title");
@@ -25,7 +25,6 @@ function render({ model, el }) {
     s.append(svEl("span", "sftviz-bar " + cls), document.createTextNode(words));
     return s;
   };
-  key.append(keyItem("sftviz-bar-masked", "completion-only loss (left, solid)"), keyItem("sftviz-bar-full", "full loss (right, striped)"));
   const error = svEl("div", "sftviz-error sftviz-hidden");
   error.setAttribute("role", "alert");
   const caption = svEl("div", "sftviz-caption");
@@ -54,11 +53,19 @@ function render({ model, el }) {
     summary.textContent = model.get("summary") || "";
     for (const v in radios) radios[v].checked = v === what;
     logBox.checked = log;
+    const name = model.get("masked_name") || "completion-only";
+    key.replaceChildren(keyItem("sftviz-bar-masked", name + " loss (left, solid)"), keyItem("sftviz-bar-full", "full loss (right, striped)"));
     caption.textContent = what === "input"
-      ? "|d loss / d input embedding| at each position. Prompt tokens are not targets under the completion-only loss, " +
-        "yet they still get gradient: the completion's predictions read them through attention. The last token gets none."
-      : "Each target token's contribution to the gradient of the weights. Under the completion-only loss only completion " +
-        "targets contribute (no bar on prompt tokens); under the full loss every token after the first does.";
+      ? (name === "completion-only"
+          ? "|d loss / d input embedding| at each position. Prompt tokens are not targets under the completion-only loss, " +
+            "yet they still get gradient: the completion's predictions read them through attention. The last token gets none."
+          : "|d loss / d input embedding| at each position. Tokens that are not targets of the " + name + " loss still get " +
+            "gradient when later predictions read them through attention. The last token gets none.")
+      : (name === "completion-only"
+          ? "Each target token's contribution to the gradient of the weights. Under the completion-only loss only completion " +
+            "targets contribute (no bar on prompt tokens); under the full loss every token after the first does."
+          : "Each target token's contribution to the gradient of the weights. Under the " + name + " loss only its trained " +
+            "targets contribute, in proportion to their weights; under the full loss every token after the first does.");
     const km = what === "input" ? "input_masked" : "target_masked";
     const kf = what === "input" ? "input_full" : "target_full";
     const vmax = what === "input" ? scale.input : scale.target;
@@ -83,7 +90,7 @@ function render({ model, el }) {
     const layers = model.get("layers") || [];
     const table = svEl("table", "sftviz-table sftviz-layers");
     const head = svEl("tr");
-    for (const h of ["parameter group", "completion-only", "", "full", ""]) head.append(svEl("th", null, h));
+    for (const h of ["parameter group", name, "", "full", ""]) head.append(svEl("th", null, h));
     table.append(head);
     for (const x of layers) {
       const tr = svEl("tr");
@@ -110,7 +117,7 @@ function render({ model, el }) {
   for (const v in radios) radios[v].addEventListener("change", onRadio);
   logBox.addEventListener("change", onLog);
   const unbindError = svBindError(model, error);
-  const off = svOn(model, ["tokens", "layers", "what", "log_scale", "scale", "cosine_text", "title", "summary"], draw);
+  const off = svOn(model, ["tokens", "layers", "what", "log_scale", "scale", "cosine_text", "masked_name", "title", "summary"], draw);
   draw();
   return () => {
     off();

@@ -11,7 +11,7 @@ from ._base import SftvizWidget, json_safe, module_source, stylesheet
 
 
 class GradientView(SftvizWidget):
-    """Per-token gradient magnitudes under the completion-only and the full loss, side by side.
+    """Per-token gradient magnitudes under the example's own loss and the full loss, side by side.
 
     Args:
         model, tok, example: computed with :func:`sftviz.gradients.token_gradients`. ``example`` may
@@ -25,6 +25,9 @@ class GradientView(SftvizWidget):
     The view shows that masking changes the loss, not the forward pass: under the completion-only
     loss the prompt tokens are not targets, yet their input embeddings still get gradient through
     attention. Below the tokens: per-layer gradient norms and the cosine between the two gradients.
+    The left bars follow the example's labels and weights: completion-only for an example built with
+    ``masking="completion"``, otherwise a prompt-loss weight or labels edited with ``set_trained``
+    (``masked_name`` says which). After editing the example, call ``refresh()``.
     """
 
     _esm = module_source("gradient_view.js")
@@ -34,6 +37,7 @@ class GradientView(SftvizWidget):
     layers = traitlets.List().tag(sync=True)
     cosine = traitlets.Float(None, allow_none=True).tag(sync=True)
     cosine_text = traitlets.Unicode("").tag(sync=True)
+    masked_name = traitlets.Unicode("completion-only").tag(sync=True)
     scale = traitlets.Dict().tag(sync=True)
     what = traitlets.Unicode("input").tag(sync=True)
     log_scale = traitlets.Bool(False).tag(sync=True)
@@ -96,12 +100,13 @@ class GradientView(SftvizWidget):
         lm, lf = getattr(grads, "loss_masked", None), getattr(grads, "loss_full", None)
         summary = f"{len(d['tokens'])} tokens"
         if lm is not None and lf is not None:
-            summary += f" \u00b7 completion-only loss {lm:.3f} nats/token \u00b7 full loss {lf:.3f} nats/token"
+            summary += f" \u00b7 {d['masked_name']} loss {lm:.3f} nats/token \u00b7 full loss {lf:.3f} nats/token"
         with self.hold_trait_notifications():
             self.tokens = json_safe(d["tokens"])
             self.layers = json_safe(d["layers"])
             self.cosine = None if math.isnan(d["cosine"]) else d["cosine"]
-            self.cosine_text = render.cosine_sentence(d["cosine"])
+            self.cosine_text = render.cosine_sentence(d["cosine"], d["masked_name"])
+            self.masked_name = d["masked_name"]
             self.scale = json_safe({"input": d["max_input"], "target": d["max_target"], "layer": d["max_layer"]})
             self.summary = summary
 
