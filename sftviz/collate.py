@@ -25,6 +25,9 @@ class SFTCollator:
 
     Each feature may be an :class:`~sftviz.data.Example`, a raw row (``{"prompt", "completion"}`` or
     ``{"messages"}``), or a dict of token lists with at least ``input_ids`` and ``completion_mask``.
+    An Example whose labels were edited by hand (``set_trained``, e.g. in TokenView: ``masking ==
+    "custom"``) keeps its labels and weights, as in ``sv.finetune``; other Examples get this collator's
+    masking.
 
     The batch holds ``input_ids`` (padded with the pad id), ``attention_mask``, ``labels`` (padded with
     -100 *by length*, so an EOS with the pad's id at the end of a completion stays trained), and the
@@ -69,7 +72,9 @@ class SFTCollator:
     def example(self, feature, index=0) -> Example:
         """Turn one feature into an :class:`Example` under this collator's masking."""
         if isinstance(feature, Example):
-            return feature if feature.masking == self.masking else feature.with_masking(self.masking)
+            if feature.masking == self.masking or feature.masking == "custom":
+                return feature
+            return feature.with_masking(self.masking)
         if not isinstance(feature, dict):
             raise TypeError(f"Feature {index} is a {type(feature).__name__}; expected an Example or a dict.")
         if "messages" in feature:

@@ -93,3 +93,16 @@ def test_labels_match_trl_completion_only(gpt2_tok_padded, tiny_model, tmp_path)
         n = int(ours["attention_mask"][j].sum())
         assert trl_batch["input_ids"][i, :n].tolist() == ours["input_ids"][j, :n].tolist()
         assert trl_batch["labels"][i, :n].tolist() == ours["labels"][j, :n].tolist()
+
+
+def test_edited_labels_are_kept(gpt2_tok_padded):
+    """An Example edited with set_trained (TokenView) keeps its labels in the batch, as in sv.finetune."""
+    ex = sv.build_example(gpt2_tok_padded, prompt="Paris is the capital of", completion=" France.")
+    p = ex.segments.index("prompt") + 1
+    ex.set_trained(p, True)
+    for masking in ("completion", "full", 0.1):
+        b = sv.SFTCollator(gpt2_tok_padded, masking=masking)([ex])
+        assert b["labels"][0].tolist() == ex.labels and b["loss_weights"][0].tolist() == ex.weights
+    plain = sv.build_example(gpt2_tok_padded, prompt="Paris is the capital of", completion=" France.")
+    b = sv.SFTCollator(gpt2_tok_padded, masking="full")([plain])  # an unedited one gets the collator's masking
+    assert (b["labels"][0, 1:] != -100).all()

@@ -92,12 +92,10 @@ def test_targets_option(gpt2_tok, tiny_model, grads):
         token_gradients(tiny_model, gpt2_tok, ex, targets="prompt")
 
 
-def _plain_backward(model, tok, ex):
+def _plain_backward(model, tok, ex, masking="completion"):
     """Gradient norms per group, and the loss, of sv.sft_loss on the example's own labels and weights."""
-    from sftviz.collate import collate_examples
-
     model = copy.deepcopy(model)
-    b = collate_examples([ex], tok.pad_token_id)  # as it is (SFTCollator would re-apply its own masking)
+    b = sv.SFTCollator(tok, masking=masking)([ex])  # a "custom" example keeps its edited labels
     loss = sv.sft_loss(model(input_ids=b["input_ids"]).logits, b["labels"], b["loss_weights"])
     loss.backward()
     return float(loss.detach()), group_norms(model, ((n, p.grad) for n, p in model.named_parameters()))
@@ -123,7 +121,7 @@ def test_masked_loss_follows_a_prompt_loss_weight(gpt2_tok_padded, tiny_model):
     ex = sv.build_example(tok, prompt="Paris is the capital of", completion=" France.", masking=0.1)
     g = token_gradients(tiny_model, tok, ex, targets="trained")
     assert g.masked_name == "prompt weight 0.1"
-    loss, norms = _plain_backward(tiny_model, tok, ex)
+    loss, norms = _plain_backward(tiny_model, tok, ex, masking=0.1)
     assert g.loss_masked == pytest.approx(loss, rel=1e-5)
     # Prompt and completion targets both count; a prompt target's term carries its weight 0.1.
     p, c = ex.segments.index("prompt") + 1, ex.segments.index("completion")
