@@ -101,7 +101,8 @@ class TokenGradients:
         layer_norms_masked / layer_norms_full: gradient norm per parameter group.
         loss_masked / loss_full: the two losses (nats per target token).
         masked_name: what the masked loss is, for labels: "completion-only", "prompt weight 0.1",
-            or "trained tokens" (labels edited with ``set_trained`` or built another way).
+            "prompt-only", "every-target" (an example built with ``masking="full"``: the same as the
+            full loss), or "trained tokens" (labels edited with ``set_trained``).
     """
 
     positions: list
@@ -149,11 +150,9 @@ TARGETS = ("all", "trained", "none")
 def masked_name(example: Example) -> str:
     """A short name for the loss ``example`` trains with (its labels and weights)."""
     m = example.masking
-    if m == "completion":
-        return "completion-only"
     if isinstance(m, (int, float)) and not isinstance(m, bool):
         return f"prompt weight {m:g}"
-    return "trained tokens"
+    return {"completion": "completion-only", "prompt": "prompt-only", "full": "every-target"}.get(m, "trained tokens")
 
 
 def token_gradients(model, tok, example: Example, *, targets: str = "all", chunk: int = 16) -> TokenGradients:

@@ -145,3 +145,12 @@ def test_bad_input(gpt2_tok, tiny_model):
     ex = sv.build_example(gpt2_tok, prompt=P, completion=C)
     with pytest.raises(ValueError, match="chunk"):
         token_gradients(tiny_model, gpt2_tok, ex, chunk=0)
+
+
+def test_masked_name_for_each_masking(gpt2_tok_padded):
+    from sftviz.gradients import masked_name
+
+    ex = sv.build_example(gpt2_tok_padded, prompt="Paris is the capital of", completion=" France.")
+    names = {m: masked_name(ex.with_masking(m)) for m in ("completion", "full", "prompt", 0.25)}
+    assert names == {"completion": "completion-only", "full": "every-target", "prompt": "prompt-only", 0.25: "prompt weight 0.25"}
+    assert masked_name(ex.set_trained(1, True)) == "trained tokens"
