@@ -219,11 +219,14 @@ def token_gradients(model, tok, example: Example, *, targets: str = "all", chunk
     finally:
         model.train(was_training)
 
-    def flat(gs):
-        return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).double() for g, p in zip(gs, params)])
-
-    vm, vf = flat(g_m[1:]), flat(g_f[1:])
-    cosine = float(torch.dot(vm, vf) / (vm.norm() * vf.norm()).clamp_min(1e-30))
+    # Cosine of the two parameter gradients, summed tensor by tensor (no flat copy of all gradients).
+    # A parameter the forward pass does not use has no gradient under either loss.
+    dot = sq_m = sq_f = 0.0
+    for a, b in zip(g_m[1:], g_f[1:]):
+        if a is not None and b is not None:
+            a, b = a.double(), b.double()
+            dot, sq_m, sq_f = dot + float((a * b).sum()), sq_m + float(a.square().sum()), sq_f + float(b.square().sum())
+    cosine = dot / max((sq_m * sq_f) ** 0.5, 1e-30)
     target_grad, target_grad_full = [None] * n, [None] * n
     for t, g in zip(wanted, own):
         target_grad_full[t] = g / n_f
