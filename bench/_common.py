@@ -12,7 +12,6 @@ import platform
 import re
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -70,15 +69,6 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-class Timer:
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.t0
-
-
 def table(header, rows) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for r in rows:
@@ -99,14 +89,18 @@ sections stay as they are).
 | `bench/bench_head.py` | supervised-only head | step time and peak memory vs full logits at prompt fractions 0.25-0.9 |
 | `bench/lesson.py` | the lesson | masking on/off/weighted from the same start: prompt NLL, completion NLL, exact match |
 | `bench/faults_demo.py` | faults | what each injected bug does to the curves and answers |
+| `bench/bench_views.py` | views | scoring + rendering one 64-token example, against a 50 ms target |
+| `bench/bench_gradients.py` | gradient attribution | `token_gradients` on a 64-token example vs one backward pass per target |
 
 Timing on a shared machine: wall-clock figures (the default) are what a learner sees on 2 cores, but
 they move with other processes' load; `--threads 1 --clock cpu` measures process CPU time on one
-thread, which other load barely affects. Both are reported where both were run.
+thread, which other load barely affects, and writes its own `_1thread` section. Both are reported
+where both were run.
 """
 
 
-ORDER = ("bench_train", "bench_train_1thread", "bench_head", "bench_head_1thread", "lesson", "faults_demo")
+ORDER = ("bench_train", "bench_train_1thread", "bench_head", "bench_head_1thread", "lesson", "faults_demo", "bench_views",
+         "bench_gradients")
 _SECTION = re.compile(r"<!-- ([\w.-]+):begin -->.*?<!-- \1:end -->", re.S)
 
 

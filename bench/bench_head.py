@@ -145,7 +145,6 @@ def main():
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
-    ap.add_argument("--section", default="bench_head")
     a = ap.parse_args()
     global CLOCK
     if a.threads:
@@ -238,7 +237,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if not a.quick:
-        C.write_section(a.section, text)
+        C.write_section("bench_head_1thread" if (a.threads == 1 and a.clock == "cpu") else "bench_head", text)
         print(f"\nwrote {C.RESULTS}")
 
 

@@ -145,8 +145,10 @@ def load_model(name="sftviz-tiny", device="auto", dtype=None, *, trust_remote_co
             hf_logging.enable_progress_bar()
 
     ensure_pad_token(tok)
-    if getattr(model.config, "loss_type", None) is None and model.__class__.__name__.endswith(("LMHeadModel", "ForCausalLM")):
-        model.config.loss_type = "ForCausalLM"  # HF's own causal-LM loss, named so it does not warn on every call
+    if getattr(model, "loss_type", None) is None and model.__class__.__name__.endswith(("LMHeadModel", "ForCausalLM")):
+        # transformers cannot map "GPT2LMHeadModel" to a loss and warns that loss_type=None is unrecognized
+        # before using its causal-LM loss anyway; name that loss so students do not see the warning.
+        model.loss_type = "ForCausalLM"
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tok.pad_token_id
     model.to(dev)

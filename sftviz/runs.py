@@ -82,9 +82,9 @@ class Run:
         parts.append(f"status={self.status!r}")
         if self.history:
             h = self.history[-1]
-            parts.append(f"loss={h['loss']:.4f}")
-            parts.append(f"completion_nll={h['completion_nll']:.4f}")
-            parts.append(f"prompt_nll={h['prompt_nll']:.4f}")
+            for key in ("loss", "completion_nll", "prompt_nll"):  # None on a step that did not measure it
+                if h.get(key) is not None:
+                    parts.append(f"{key}={h[key]:.4f}")
         if self.evals and self.evals[-1].get("exact_match") is not None:
             parts.append(f"eval exact_match={self.evals[-1]['exact_match']:.2f}")
         return "Run(" + ", ".join(parts) + ")"

@@ -250,6 +250,10 @@ class _Table:
             dim=1,
         )
         self.n = ids.shape[0]
+        # Targets past an example's own end (only the padding_trained fault makes them): how many a step
+        # trains then depends on how far each micro-batch is padded, so step() counts them on its cut.
+        past_end = torch.arange(w.shape[1], device=w.device)[None, :] >= (self.lengths.to(w.device)[:, None] - 1)
+        self.trains_padding = bool((w * past_end).any())
         # Without a label fault every trained target is the true next token: one cross-entropy serves both.
         self.labels_are_next_tokens = bool(((self.train_tgt == self.true_tgt) | (self.train_w == 0)).all())
         if not bool((self.per_example[:, 0] > 0).any()):
@@ -536,6 +540,13 @@ class _Trainer:
         t = self.table
         idx_all = idx_cpu.to(self.device)
         tot = t.per_example[idx_all].sum(0)  # weight, prompt weight, trained, prompt targets, completion targets, tokens
+        if t.trains_padding:  # count the weights on each micro-batch as _micro cuts it
+            cut = torch.zeros(3, device=self.device)
+            for idx in idx_cpu.split(self.B):
+                T = int(t.lengths[idx].max()) - 1
+                w = t.train_w[idx.to(self.device), :T]
+                cut += torch.stack([w.sum(), (w * t.is_prompt[idx.to(self.device), :T]).sum(), (w > 0).sum().float()])
+            tot = torch.cat([cut, tot[3:]])
         # A step whose examples have no trained target at all (possible only with custom labels or faults) adds 0.
         total_w = tot[0].clamp_min(1e-12)
         n_seq = (t.per_example[idx_all, 0] > 0).sum().clamp_min(1)

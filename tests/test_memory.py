@@ -32,6 +32,7 @@ def test_raised_during_and_restored_after_nested_blocks(monkeypatch):
 def test_restored_when_the_run_raises(monkeypatch):
     fake = _FakeLibc()
     monkeypatch.setattr(M, "_libc", lambda: fake)
+    monkeypatch.delenv("SFTVIZ_NO_MALLOPT", raising=False)
     try:
         with M.reuse_large_buffers():
             raise KeyboardInterrupt

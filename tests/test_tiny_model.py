@@ -272,3 +272,33 @@ def test_world_shape():
     assert len(tp) == 30 and len(ep) == 10
     corpus = W.pretraining_corpus(world, 2000, seed=0)
     assert not any("Customer:" in d or "Assistant:" in d or "?" in d for d in corpus)
+
+
+
+def test_hf_loss_is_named_so_it_does_not_warn():
+    """sv.load_model names HF's causal-LM loss, so model(..., labels=...) does not log 'loss_type=None'."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    import sftviz as sv
+
+    model, tok = sv.load_model(device="cpu")
+    assert model.loss_type == "ForCausalLM"
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    keep, logger = Keep(), hf_logging.get_logger("transformers")  # HF's logger does not propagate to caplog
+    logger.addHandler(keep)
+    try:
+        ids = torch.tensor([tok("Hello there.")["input_ids"]])
+        out = model(input_ids=ids, labels=ids)
+    finally:
+        logger.removeHandler(keep)
+    assert torch.isfinite(out.loss) and not any("loss_type" in m for m in keep.messages)

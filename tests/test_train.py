@@ -102,6 +102,32 @@ def test_history_records_have_the_contract_fields(tiny_model, gpt2_tok_padded):
     json.dumps(run.config)  # JSON-safe
 
 
+def test_padding_trained_counts_the_padding_of_its_own_batch(tiny_model, gpt2_tok_padded):
+    """Under padding_trained the loss is divided by the weights in the batch as padded for that step
+    (to its own longest row), not by padding out to the longest row of the whole data set."""
+    from sftviz.faults import apply_label_fault, get_fault
+
+    tok = gpt2_tok_padded
+    lengths = [len(build_example(tok, prompt=r["prompt"], completion=r["completion"], warn=False)) for r in ROWS]
+    seed = next(s for s in range(50) if max(lengths[i] for i in first_indices(len(ROWS), 4, s)) < max(lengths))
+    idx = first_indices(len(ROWS), 4, seed)
+    exs = [build_example(tok, prompt=ROWS[i]["prompt"], completion=ROWS[i]["completion"], warn=False) for i in idx]
+    longest = max(len(build_example(tok, prompt=r["prompt"], completion=r["completion"], warn=False)) for r in ROWS)
+    assert max(len(e) for e in exs) < longest  # the step's batch is padded less than the whole table
+    batch = apply_label_fault(get_fault("padding_trained"), collate_examples(exs, tok.pad_token_id),
+                              eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+    weights = batch["loss_weights"] * (batch["labels"] != -100)
+    weights[:, 0] = 0.0
+    with torch.no_grad():
+        # The engine runs right-padded batches with a causal-only mask: real tokens are unaffected, and the
+        # (here trained) pad positions see the pads before them.
+        logits = tiny_model(input_ids=batch["input_ids"], attention_mask=torch.ones_like(batch["attention_mask"])).logits
+        expected = sft_loss(logits, batch["labels"], weights).item()
+    rec = finetune(tiny_model, tok, ROWS, "completion", **fast(steps=1, seed=seed, fault="padding_trained")).history[0]
+    assert rec["n_trained"] == int((weights > 0).sum())
+    assert rec["loss"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_first_step_loss_and_nlls_match_the_core_functions(tiny_model, gpt2_tok_padded):
     """The recorded loss and prompt/completion NLL equal sft_loss / loss_breakdown on the same batch."""
     idx = first_indices(len(ROWS), 4)
@@ -590,6 +616,10 @@ def test_series_and_repr(tiny_model, gpt2_tok_padded):
     assert "masking='full'" in repr(run) and "4/4 steps" in repr(run)
     with pytest.raises(KeyError):
         run.series("nope")
+    # A last step that did not measure the prompt NLL (measure_every) still shows.
+    lean = finetune(tiny_model, gpt2_tok_padded, ROWS, "completion", **fast(steps=3, measure_every=2))
+    assert lean.history[-1]["prompt_nll"] is None
+    assert "prompt_nll" not in repr(lean) and "completion_nll=" in repr(lean)
 
 
 # ------------------------------------------------------------------------------------------------

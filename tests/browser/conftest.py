@@ -96,8 +96,9 @@ def skip_or_fail(reason: str):
 class Budget:
     """All waits of the module share one time budget, so a hang fails in bounded time."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, env: str = "SFTVIZ_BROWSER_BUDGET_S"):
         self.seconds = seconds
+        self.env = env  # the variable that sets it, named in timeout messages
         self.start = time.monotonic()
 
     def elapsed(self) -> float:
@@ -110,7 +111,7 @@ class Budget:
         left = self.left()
         if left <= 0:
             raise AssertionError(f"{what}: the browser tests used up their {self.seconds:.0f} s budget "
-                                 f"(SFTVIZ_BROWSER_BUDGET_S) before this wait began")
+                                 f"({self.env}) before this wait began")
         return min(wanted, left)
 
 
@@ -339,7 +340,7 @@ class NotebookPage:
             self.page.wait_for_timeout(int(interval * 1000))
         detail = f"last error: {last_err!r}" if last_err is not None else f"last value: {last!r}"
         if limit < timeout:
-            detail += f"; cut short by the {self.budget.seconds:.0f} s budget of the browser tests (SFTVIZ_BROWSER_BUDGET_S)"
+            detail += f"; cut short by the {self.budget.seconds:.0f} s budget of the browser tests ({self.budget.env})"
         raise AssertionError(f"timed out after {limit:.0f} s waiting for: {what} ({detail})")
 
     def js(self, expr: str, arg=None):
@@ -381,6 +382,8 @@ class NotebookPage:
 
     def open_notebook(self, name: str):
         """Open ``name`` (in the Lab's root) with a fresh workspace, wait for its kernel, run all cells."""
+        self.page.on("pageerror", lambda e: self.page_errors.append(str(e)))
+        self.page.on("dialog", lambda d: d.dismiss())
         self.page.goto(f"{self.lab.url}/lab/tree/{name}?reset&token={self.lab.token}", wait_until="domcontentloaded",
                        timeout=self.budget.timeout(60, "loading JupyterLab in Chromium") * 1000)
         self.wait_js(
@@ -393,9 +396,6 @@ class NotebookPage:
         self.js("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
     def open_and_run(self, name: str):
-        page = self.page
-        page.on("pageerror", lambda e: self.page_errors.append(str(e)))
-        page.on("dialog", lambda d: d.dismiss())
         self.open_notebook(name)
 
         def ready():

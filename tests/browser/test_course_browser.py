@@ -55,7 +55,8 @@ WIDGET_ERRORS = """() => [...document.querySelectorAll('.jp-OutputArea-output .s
 @pytest.fixture(scope="module")
 def budget():
     """Five notebooks (about 90 s of execution on 2 cores) need more than the widget tests' budget."""
-    return Budget(float(os.environ.get("SFTVIZ_COURSE_BROWSER_BUDGET_S", "420")))
+    env = "SFTVIZ_COURSE_BROWSER_BUDGET_S"
+    return Budget(float(os.environ.get(env, "420")), env)
 
 
 @pytest.fixture
@@ -83,9 +84,6 @@ def test_notebook_list_matches():
 def test_course_notebook_runs_and_renders(path, jupyter_lab, page, budget, shots_dir):
     view = NotebookPage(page, jupyter_lab, budget, shots_dir)
     name = _copy_cleared(path, jupyter_lab.root)
-    errors = []
-    page.on("pageerror", lambda err: errors.append(str(err)))  # the page is this test's own
-    page.on("dialog", lambda dialog: dialog.dismiss())
     try:
         view.open_notebook(name)
 
@@ -100,7 +98,7 @@ def test_course_notebook_runs_and_renders(path, jupyter_lab, page, budget, shots
         for cls, n in WIDGETS[path.name[:2]].items():
             view.poll(f"{name}: {n} rendered .{cls} view(s)", lambda: view.js(COUNT, cls) >= n, timeout=30)
         assert view.js(WIDGET_ERRORS) == [], f"{name}: a widget shows an error"
-        assert errors == [], f"{name}: JavaScript errors on the page: {errors}"
+        assert view.page_errors == [], f"{name}: JavaScript errors on the page: {view.page_errors}"
         first = next(iter(WIDGETS[path.name[:2]]))
         view.screenshot(page.locator(f".jp-OutputArea-output:has(.{first})").first, f"course_{path.name[:2]}")
     except BaseException:
