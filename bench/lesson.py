@@ -84,7 +84,7 @@ def main():
         C.table(["masking", "train prompt NLL", "train completion NLL", "eval log Pr(x)/token", "eval log Pr(y|x)/token",
                  "eval exact match", "prompt grad share", "train s"], rows),
         "",
-        "Checks (the same as `tests/test_train.py::test_lesson_masking_on_and_off_from_the_same_start`, run with `pytest -m slow`):",
+        "Checks (a subset of those in `tests/test_train.py::test_lesson_masking_on_and_off_from_the_same_start`, run with `pytest -m slow`):",
         "",
     ] + [f"- {name}: {'yes' if ok else 'NO'}" for name, ok in checks] + [
         "",
