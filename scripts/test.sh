@@ -1,28 +1,72 @@
 #!/usr/bin/env bash
-# Set up (once) and run the whole sftviz test suite: unit tests, notebooks under nbval, browser tests.
-# Usage: bash scripts/test.sh [extra pytest arguments]
+# Set up (once) and run the whole sftviz test suite.
+# Usage: bash scripts/test.sh                    everything (what .ci/run runs)
+#        bash scripts/test.sh [pytest arguments]  only pytest on tests/ and notebooks/, with those arguments
+#
+# Everything is:
+#   1. pytest in the test environment (.venv, sftviz[course,test]): unit tests, the user-path tests
+#      (student versions, nbgrader, jupytext, offline restarts, ipywidgets 7), strict nbval on the
+#      five notebooks with this CPU's own kernels, and the browser tests in JupyterLab + Chromium;
+#   2. at the same time, strict nbval in the course environment (.venv-course, sftviz[course] as
+#      scripts/course.sh installs it, plus pytest and nbval) with PyTorch's portable kernels
+#      (ATEN_CPU_CAPABILITY=default), i.e. another CPU's float32 rounding.
+# The first run installs (network needed); later runs with pyproject.toml unchanged install nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${SFTVIZ_VENV:-.venv}"
 PY="${PYTHON:-python3}"
+COURSE_VENV="${SFTVIZ_COURSE_VENV:-.venv-course}"
+source scripts/_venv.sh
+sftviz_venv course test
 
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "[sftviz] creating the virtual environment $VENV"
-  "$PY" -m venv "$VENV"
+# ipywidgets 7.7 (what Colab ships), beside the venv's ipywidgets 8, for tests/test_user_paths.py.
+IPYW7="$VENV/ipywidgets7"
+if [ ! -f "$IPYW7/.complete" ]; then
+  echo "[sftviz] installing ipywidgets 7.7 into $IPYW7 (for the ipywidgets 7 test)"
+  rm -rf "$IPYW7"
+  "$VENV/bin/python" -m pip install --quiet --no-deps --target "$IPYW7" "ipywidgets==7.7.*" ipython_genutils
+  touch "$IPYW7/.complete"
 fi
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-echo "[sftviz] installing sftviz with its test dependencies"
-"$VENV/bin/python" -m pip install --quiet -e ".[test]"
 
 echo "[sftviz] checking for Chromium (browser tests)"
 bash scripts/install_browser.sh
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-targets=(tests)
-nbargs=()
-if compgen -G "notebooks/*.ipynb" > /dev/null; then
-  targets+=(notebooks)
-  nbargs=(--nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-current-env)
+NBVAL=(--nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-current-env)
+if [ $# -gt 0 ]; then
+  echo "[sftviz] running pytest on tests and notebooks with: $*"
+  exec "$VENV/bin/python" -m pytest tests notebooks "${NBVAL[@]}" "$@"
 fi
-echo "[sftviz] running pytest on: ${targets[*]}"
-"$VENV/bin/python" -m pytest "${targets[@]}" "${nbargs[@]}" "$@"
+
+# The course environment, made by the course command itself (torch copied from the test venv's
+# version first, so that a CPU build stays a CPU build).
+torch_version="$("$VENV/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')"
+if [ ! -x "$COURSE_VENV/bin/python" ]; then
+  "$PY" -m venv "$COURSE_VENV"
+  "$COURSE_VENV/bin/python" -m pip install --quiet --upgrade pip
+fi
+"$COURSE_VENV/bin/python" -c 'import torch' 2>/dev/null || \
+  "$COURSE_VENV/bin/python" -m pip install --quiet "torch==$torch_version"
+SFTVIZ_VENV="$COURSE_VENV" SFTVIZ_SETUP_ONLY=1 bash scripts/course.sh
+"$COURSE_VENV/bin/python" -c 'import nbval' 2>/dev/null || \
+  "$COURSE_VENV/bin/python" -m pip install --quiet "pytest>=8" "nbval>=0.11"
+
+course_log="$(mktemp)"
+echo "[sftviz] background: strict nbval in $COURSE_VENV with ATEN_CPU_CAPABILITY=default (log: $course_log)"
+ATEN_CPU_CAPABILITY=default "$COURSE_VENV/bin/python" -m pytest -p no:cacheprovider notebooks "${NBVAL[@]}" \
+  > "$course_log" 2>&1 &
+course_pid=$!
+
+echo "[sftviz] running pytest on tests and notebooks (test environment, this CPU's kernels)"
+status=0
+SFTVIZ_COURSE_VENV="$COURSE_VENV" SFTVIZ_IPYWIDGETS7="$IPYW7" \
+  "$VENV/bin/python" -m pytest tests notebooks "${NBVAL[@]}" || status=$?
+
+course_status=0
+wait "$course_pid" || course_status=$?
+echo "[sftviz] course environment, portable kernels (ATEN_CPU_CAPABILITY=default): nbval on the notebooks"
+cat "$course_log"; rm -f "$course_log"
+if [ "$status" -ne 0 ] || [ "$course_status" -ne 0 ]; then
+  echo "[sftviz] FAILED: test environment exit $status, course environment exit $course_status"
+  exit 1
+fi

@@ -17,31 +17,65 @@ from .data import IGNORE_INDEX, Example
 
 @dataclass
 class Feedback:
-    """The verdict on one answer."""
+    """The verdict on one answer: correct, not yet correct, or not answered yet.
+
+    It prints as one line ("Correct: ...", "Not yet: ..." with a hint, or "Not answered yet: ..."), is
+    truthy when the answer is right, and gives nbgrader its points through :func:`points`.
+    """
 
     ok: bool
     message: str
+    answered: bool = True
 
     def __bool__(self):
         return self.ok
 
+    @property
+    def verdict(self) -> str:
+        if self.ok:
+            return "Correct"
+        return "Not yet" if self.answered else "Not answered yet"
+
     def __repr__(self):
-        return ("Correct: " if self.ok else "Not yet: ") + self.message
+        return f"{self.verdict}: {self.message}"
 
     def _repr_html_(self):
         from html import escape
 
-        colour, mark = ("#1b7837", "✔") if self.ok else ("#b2182b", "✘")
+        colour, mark = ("#1b7837", "\u2714") if self.ok else ("#b2182b", "\u2718") if self.answered else ("#767676", "\u2026")
         return (
             f'<div class="sftviz-feedback" data-sftviz-ok="{str(self.ok).lower()}" '
+            f'data-sftviz-answered="{str(self.answered).lower()}" '
             f'style="border-left:4px solid {colour};padding:4px 8px;margin:4px 0">'
-            f"<b>{mark} {'Correct' if self.ok else 'Not yet'}:</b> {escape(self.message)}</div>"
+            f"<b>{mark} {self.verdict}:</b> {escape(self.message)}</div>"
         )
 
 
+def _unanswered(what: str) -> Feedback:
+    return Feedback(False, f"replace the None (or ...) with {what}, then run the cell again.", answered=False)
+
+
+def _is_unanswered(answer) -> bool:
+    return answer is None or answer is Ellipsis
+
+
+def points(*feedback) -> float:
+    """The points for one or more checks: one per correct answer (0 for a wrong or missing one).
+
+    The course's autograded cells end with this, so that nbgrader reads the number as the cell's
+    (partial) credit; it never raises, so Run All goes on past an unanswered exercise.
+    """
+    flat = []
+    for f in feedback:
+        flat.extend(f if isinstance(f, (list, tuple)) else [f])
+    if not flat or not all(isinstance(f, Feedback) for f in flat):
+        raise TypeError("points() takes the Feedback returned by the exercise checks, e.g. points(check_labels(labels, ex)).")
+    return float(sum(f.ok for f in flat))
+
+
 def _number(answer, what):
-    if answer is None or answer is Ellipsis:
-        return None, Feedback(False, f"Fill in {what} (it is still None / ...).")
+    if _is_unanswered(answer):
+        return None, _unanswered(what)
     if hasattr(answer, "item") and callable(answer.item):
         try:
             answer = answer.item()
@@ -60,7 +94,7 @@ def check_number(answer, expected: float, what: str, *, tol: float = 1e-3, hint:
     if bad is not None:
         return bad
     if abs(value - expected) <= max(tol, 1e-4 * abs(expected)):
-        return Feedback(True, f"{what} = {value:.4f}.")
+        return Feedback(True, f"{what} = {value:.4g}.")
     msg = f"{what} = {value:.4f} does not match the model's {expected:.4f}."
     if abs(value + expected) <= max(tol, 1e-4 * abs(expected)) and expected != 0:
         msg += " The sign is flipped: log-probabilities are negative, losses positive."
@@ -93,6 +127,8 @@ def check_marginal_from_tokens(answer, report) -> Feedback:
 
 def check_labels(answer, example: Example) -> Feedback:
     """``answer`` should be the completion-only labels of ``example`` (-100 where not trained)."""
+    if _is_unanswered(answer):
+        return _unanswered("the list of labels")
     if not isinstance(answer, (list, tuple)) and not hasattr(answer, "tolist"):
         return Feedback(False, f"labels should be a list of integers, got {type(answer).__name__}.")
     answer = list(answer.tolist() if hasattr(answer, "tolist") else answer)
@@ -116,19 +152,23 @@ def check_labels(answer, example: Example) -> Feedback:
 def check_predicting_position(answer, example: Example) -> Feedback:
     """``answer`` should be the position whose logits predict the first completion token."""
     expected = example.n_prompt - 1
+    if _is_unanswered(answer):
+        return _unanswered("a position (an integer)")
     if isinstance(answer, bool) or not isinstance(answer, numbers.Integral):
         return Feedback(False, f"give a position (an integer), got {type(answer).__name__}.")
     if answer == expected:
         return Feedback(True, f"position {expected} ({example.tokens[expected]!r}), the last prompt token, predicts the first completion token.")
     if answer == expected + 1:
         return Feedback(False, "that is the position of the first completion token itself: which position's output scores it?")
+    if not 0 <= answer < len(example.tokens):
+        return Feedback(False, f"position {answer} is outside the sequence, whose positions run from 0 to {len(example.tokens) - 1}.")
     return Feedback(False, f"position {answer} is {example.tokens[answer]!r}; the logits at position t score the token at t + 1.")
 
 
 def check_choice(answer, expected, explanation: str) -> Feedback:
     """A multiple-choice or true/false answer, with the explanation either way."""
-    if answer is None or answer is Ellipsis:
-        return Feedback(False, "Choose an answer first.")
+    if _is_unanswered(answer):
+        return _unanswered("your choice")
     norm = (lambda v: v.strip().lower() if isinstance(v, str) else v)
     ok = norm(answer) == norm(expected)
     return Feedback(ok, explanation)
@@ -138,11 +178,11 @@ def check_diagnosis(answer, mystery) -> Feedback:
     """``answer`` should name the fault injected into ``mystery`` (a run from the diagnosis notebook)."""
     from .faults import FAULTS  # imported here: the engine is optional for the other checks
 
-    truth = getattr(mystery, "_hidden_fault", None)
-    if truth is None:
-        truth = mystery.config.get("fault")
-    if answer is None or answer is Ellipsis:
-        return Feedback(False, f"Name one of: {', '.join(FAULTS)}.")
+    if _is_unanswered(answer):
+        return _unanswered(f"one of: {', '.join(FAULTS)}")
+    if not isinstance(getattr(mystery, "config", None), dict):
+        raise TypeError(f"check_diagnosis needs a run from mystery_runs (e.g. mysteries['A']), got {type(mystery).__name__}.")
+    truth = getattr(mystery, "_hidden_fault", None) or mystery.config.get("fault")
     if answer not in FAULTS:
         return Feedback(False, f"{answer!r} is not a known fault; choose one of: {', '.join(FAULTS)}.")
     if answer == truth:
@@ -150,22 +190,8 @@ def check_diagnosis(answer, mystery) -> Feedback:
     return Feedback(False, f"{answer} would look different ({FAULTS[answer]}). Look again at the curves and labels.")
 
 
-def mystery_runs(model, tok, data, suspects, *, steps=150, seed=0, **finetune_kwargs):
-    """Fine-tune one healthy run and one run per suspected bug, with the bugs' names hidden.
-
-    Args:
-        suspects: fault names from :data:`sftviz.faults.FAULTS` (2 to 6 of them, all different).
-        seed: the training seed of every run, and the shuffle that decides which bug is in which run.
-        **finetune_kwargs: passed to :func:`sftviz.finetune` (``eval_data``, ``lr``, ...).
-
-    Returns:
-        ``(healthy, {"A": run, "B": run, ...})``. Each mystery run's record says ``fault: "hidden"``;
-        :func:`check_diagnosis` knows the truth.
-    """
-    import random
-
+def _check_suspects(suspects):
     from .faults import FAULTS
-    from .train import finetune
 
     if isinstance(suspects, str) or not isinstance(suspects, (list, tuple)):
         raise TypeError("suspects must be a list of fault names, e.g. ['eos_masked', 'prompt_trained'].")
@@ -174,13 +200,46 @@ def mystery_runs(model, tok, data, suspects, *, steps=150, seed=0, **finetune_kw
         raise ValueError(f"Unknown fault(s) {unknown}; choose from: {', '.join(FAULTS)}.")
     if len(set(suspects)) != len(suspects) or not 2 <= len(suspects) <= 6:
         raise ValueError("Give between 2 and 6 different suspects.")
+
+
+def mystery_assignment(suspects, key) -> dict:
+    """Which suspect goes into which mystery run: ``{"A": fault, "B": fault, ...}``, decided by ``key``.
+
+    This is the instructor's answer key. ``key`` (an int or a string, e.g. the term: ``"2026-fall"``) is
+    a parameter of the diagnosis notebook, so each term can get another assignment without editing
+    code; the student version calls only :func:`mystery_runs` and never prints this.
+    """
+    import random
+
+    _check_suspects(suspects)
+    if isinstance(key, bool) or not isinstance(key, (int, str)):
+        raise TypeError(f"key must be an int or a string (e.g. the term, '2026-fall'), got {type(key).__name__}.")
     order = list(suspects)
-    random.Random(seed).shuffle(order)
+    random.Random(f"sftviz-mystery:{key}").shuffle(order)
+    return dict(zip("ABCDEF", order))
+
+
+def mystery_runs(model, tok, data, suspects, *, steps=150, seed=0, key=None, **finetune_kwargs):
+    """Fine-tune one healthy run and one run per suspected bug, with the bugs' names hidden.
+
+    Args:
+        suspects: fault names from :data:`sftviz.faults.FAULTS` (2 to 6 of them, all different).
+        seed: the training seed of every run.
+        key: decides which bug is in which run (see :func:`mystery_assignment`); default: ``seed``.
+        **finetune_kwargs: passed to :func:`sftviz.finetune` (``eval_data``, ``lr``, ...).
+
+    Returns:
+        ``(healthy, {"A": run, "B": run, ...})``. Each mystery run's record says ``fault: "hidden"``;
+        :func:`check_diagnosis` knows the truth.
+    """
+    from .train import finetune
+
+    assignment = mystery_assignment(suspects, seed if key is None else key)
     finetune_kwargs.setdefault("progress", False)
     healthy = finetune(model, tok, data, "completion", steps=steps, seed=seed, **finetune_kwargs)
     healthy.name = "healthy"
     runs = {}
-    for letter, fault in zip("ABCDEF", order):
+    for letter, fault in assignment.items():
         run = finetune(model, tok, data, "completion", steps=steps, seed=seed, fault=fault, **finetune_kwargs)
         run._hidden_fault = fault
         run.config["fault"] = "hidden"

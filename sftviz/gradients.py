@@ -124,7 +124,7 @@ class TokenGradients:
     def __repr__(self):
         return (
             f"TokenGradients({len(self.positions)} positions, loss masked {self.loss_masked:.3f} / full "
-            f"{self.loss_full:.3f} nats, cosine {self.cosine:.3f})"
+            f"{self.loss_full:.3f} nats, cosine {self.cosine:.2f})"
         )
 
 

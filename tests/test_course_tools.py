@@ -22,7 +22,9 @@ def test_check_conditional(rep):
     assert exercises.check_conditional(rep.joint - rep.marginal, rep)
     wrong = exercises.check_conditional(rep.marginal - rep.joint, rep)
     assert not wrong and "sign is flipped" in repr(wrong)
-    assert "Fill in" in repr(exercises.check_conditional(None, rep))
+    unanswered = exercises.check_conditional(None, rep)
+    assert not unanswered and repr(unanswered).startswith("Not answered yet:") and "replace the None" in repr(unanswered)
+    assert not exercises.check_conditional(..., rep).answered
     assert "should be a number" in repr(exercises.check_conditional("x", rep))
     assert "NaN" in repr(exercises.check_conditional(float("nan"), rep))
 
@@ -49,6 +51,9 @@ def test_check_predicting_position(gpt2_tok):
     ex = sv.build_example(gpt2_tok, prompt=P, completion=C)
     assert exercises.check_predicting_position(ex.n_prompt - 1, ex)
     assert "first completion token itself" in exercises.check_predicting_position(ex.n_prompt, ex).message
+    assert "outside the sequence" in exercises.check_predicting_position(999, ex).message
+    assert not exercises.check_predicting_position(None, ex).answered
+    assert not exercises.check_labels(None, ex).answered
 
 
 def test_feedback_html_is_escaped():
@@ -66,7 +71,8 @@ NB_SRC = "x = 1\n### BEGIN SOLUTION\nanswer = x + 1\n### END SOLUTION\nprint(ans
 
 def test_strip_solutions():
     new, n = strip_solutions(NB_SRC)
-    assert n == 1 and "answer = x + 1" not in new and "raise NotImplementedError()" in new and new.startswith("x = 1")
+    assert n == 1 and "answer = x + 1" not in new and new == "x = 1\n# YOUR CODE HERE\nprint(answer)\n"
+    assert "raise" not in new  # an unanswered exercise must not stop Run All
     md, n = strip_solutions("Why?\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION\n", "markdown")
     assert n == 1 and "Because" not in md and "YOUR ANSWER HERE" in md
     with pytest.raises(ValueError, match="Unbalanced"):

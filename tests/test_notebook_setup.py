@@ -22,7 +22,7 @@ def test_there_are_five_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_setup_cell_never_installs_by_name_and_explains(path, monkeypatch):
     src = _setup_source(path)
-    # Run the cell as if sftviz were missing (as on a fresh Colab kernel), with no source set.
+    # Run the cell as if sftviz were missing (as on a fresh Colab kernel).
     import importlib.util
 
     real = importlib.util.find_spec
@@ -33,11 +33,16 @@ def test_setup_cell_never_installs_by_name_and_explains(path, monkeypatch):
         def run_line_magic(self, magic, line):
             installs.append((magic, line))
 
-    env = {"get_ipython": lambda: _IPython()}
+    # With the address the build wrote from pyproject.toml, the cell installs from exactly there.
+    import re
+
+    source = re.search(r'^SFTVIZ_SOURCE = "(git\+https://github\.com/[^"]+)"', src, re.M)
+    assert source, "the setup cell should carry the repository's address (scripts/notebook_links.py)"
+    exec(compile(src, path.name, "exec"), {"get_ipython": lambda: _IPython()})
+    assert installs == [("pip", f"install -q {source.group(1)}")]
+    # Emptied (say, by an instructor without a repository), it explains instead of installing anything.
+    installs.clear()
+    empty = src.replace(source.group(0), 'SFTVIZ_SOURCE = ""', 1)
     with pytest.raises(ModuleNotFoundError, match="SFTVIZ_SOURCE"):
-        exec(compile(src, path.name, "exec"), env)
+        exec(compile(empty, path.name, "exec"), {"get_ipython": lambda: _IPython()})
     assert installs == []
-    # With a source set, the cell installs from exactly there.
-    src_set = src.replace('SFTVIZ_SOURCE = ""', 'SFTVIZ_SOURCE = "git+https://example.invalid/sftviz"', 1)
-    exec(compile(src_set, path.name, "exec"), {"get_ipython": lambda: _IPython()})
-    assert installs == [("pip", "install -q git+https://example.invalid/sftviz")]

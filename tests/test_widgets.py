@@ -297,7 +297,7 @@ def test_gradient_view_from_a_result():
     g = W.GradientView(fake_grads())
     assert len(g.tokens) == 5 and len(g.layers) == 3 and g.cosine == 0.5
     assert g.scale["input"] == 0.5 and "0.500" in g.cosine_text
-    assert repr(g) == "GradientView(5 tokens, 3 parameter groups, cosine=0.500)"
+    assert repr(g) == "GradientView(5 tokens, 3 parameter groups, cosine=0.50)"
     html = html_body(assert_static(g))
     assert "<img" not in html and html.count('data-sftviz-role="token"') == 5
     g.what = "target"

@@ -1,6 +1,8 @@
 # %% [markdown]
 # # 1. Joint, marginal and conditional log-probabilities
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sftviz/sftviz/blob/main/notebooks/01_joint_marginal_conditional.ipynb)
+#
 # A language model gives a probability to every sequence of tokens. Supervised fine-tuning (SFT)
 # works with one particular sequence: a prompt `x` followed by its completion `y`, written `[x, y]`.
 # This notebook takes that sequence apart with the bundled model, **sftviz-tiny**, and checks, with
@@ -17,8 +19,8 @@
 # %% tags=["setup"]
 # Setup for Colab (elsewhere this does nothing): install sftviz if it is missing, enable widgets.
 # sftviz is installed from its repository, never by name from a package index (an index may hold an
-# unrelated package of that name). On Colab, set SFTVIZ_SOURCE to your copy before running this cell.
-SFTVIZ_SOURCE = ""  # e.g. "git+https://github.com/<owner>/sftviz"
+# unrelated package of that name). To use your own fork, point SFTVIZ_SOURCE at it.
+SFTVIZ_SOURCE = "git+https://github.com/sftviz/sftviz"  # written from pyproject.toml by scripts/build_notebooks.sh
 
 import importlib.util
 
@@ -77,7 +79,7 @@ for r in rep.rows:
         if r.position == 4:
             print("  ...  (middle of the prompt left out)")
         continue
-    lp = "" if r.logprob is None else f"{r.logprob:9.3f}"
+    lp = "" if r.logprob is None else f"{r.logprob:9.2f}"
     top = "" if not r.top else repr(r.top[0][0])
     print(f"{r.position:>3}  {r.segment:<10} {r.token!r:<16} {lp:>9}  {top}")
 
@@ -101,16 +103,16 @@ for r in rep.rows:
 joint = sum(r.logprob for r in rep.rows if r.logprob is not None)
 marginal = sum(r.logprob for r in rep.rows if r.segment == "prompt")
 conditional = sum(r.logprob for r in rep.rows if r.segment in ("completion", "eos"))
-print(f"joint       log Pr([x,y]) = {joint:10.4f} nats")
-print(f"marginal    log Pr(x)     = {marginal:10.4f} nats")
-print(f"conditional log Pr(y|x)   = {conditional:10.4f} nats")
-print(f"marginal + conditional    = {marginal + conditional:10.4f} nats")
+print(f"joint       log Pr([x,y]) = {joint:9.2f} nats")
+print(f"marginal    log Pr(x)     = {marginal:9.2f} nats")
+print(f"conditional log Pr(y|x)   = {conditional:9.2f} nats")
+print(f"marginal + conditional    = {marginal + conditional:9.2f} nats")
 assert math.isclose(joint, marginal + conditional, abs_tol=1e-6)
 assert math.isclose(joint, rep.joint, abs_tol=1e-6) and math.isclose(conditional, rep.conditional, abs_tol=1e-6)
 
 # Score the prompt on its own: the same marginal, from a shorter forward pass.
 prompt_alone = sv.score(model, tok, prompt="", completion=row["prompt"], add_eos=False)
-print(f"prompt scored alone       = {prompt_alone.conditional:10.4f} nats")
+print(f"prompt scored alone       = {prompt_alone.conditional:9.2f} nats")
 assert math.isclose(prompt_alone.conditional, marginal, abs_tol=1e-3)
 
 # %% [markdown]
@@ -119,14 +121,19 @@ assert math.isclose(prompt_alone.conditional, marginal, abs_tol=1e-3)
 # Using only `rep.joint` and `rep.marginal`, compute `log Pr(y | x)` and store it in `answer`.
 # Then turn it into a probability: how likely does the base model find this exact answer?
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "conditional", "locked": false, "schema_version": 3, "solution": true, "task": false}
+answer = None  # log Pr(y | x)
 ### BEGIN SOLUTION
 answer = rep.joint - rep.marginal
 ### END SOLUTION
 exercises.check_conditional(answer, rep)
 
+# %% nbgrader={"grade": true, "grade_id": "conditional-points", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Points for nbgrader: 1 when the answer above is correct (the cell above gives the feedback).
+exercises.points(exercises.check_conditional(answer, rep))
+
 # %%
-print(f"Pr(y | x) = exp({rep.conditional:.3f}) = {math.exp(rep.conditional):.2e}")
+print(f"Pr(y | x) = exp({rep.conditional:.2f}) = {math.exp(rep.conditional):.1e}")
 print(f"per completion token: {rep.completion_nll_mean:.3f} nats, i.e. "
       f"{math.exp(-rep.completion_nll_mean):.3f} average probability per token")
 

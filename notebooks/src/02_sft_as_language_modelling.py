@@ -1,6 +1,8 @@
 # %% [markdown]
 # # 2. SFT is language modelling on `[x, y]`
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sftviz/sftviz/blob/main/notebooks/02_sft_as_language_modelling.ipynb)
+#
 # Supervised fine-tuning needs no new kind of model and no new kind of loss. Take a prompt `x` and the
 # completion `y` you want, glue their tokens into one sequence `[x, y]`, and train the model to predict
 # each next token, exactly as in pretraining, except that only the tokens of `y` count in the loss.
@@ -14,8 +16,8 @@
 # %% tags=["setup"]
 # Setup for Colab (elsewhere this does nothing): install sftviz if it is missing, enable widgets.
 # sftviz is installed from its repository, never by name from a package index (an index may hold an
-# unrelated package of that name). On Colab, set SFTVIZ_SOURCE to your copy before running this cell.
-SFTVIZ_SOURCE = ""  # e.g. "git+https://github.com/<owner>/sftviz"
+# unrelated package of that name). To use your own fork, point SFTVIZ_SOURCE at it.
+SFTVIZ_SOURCE = "git+https://github.com/sftviz/sftviz"  # written from pyproject.toml by scripts/build_notebooks.sh
 
 import importlib.util
 
@@ -62,6 +64,10 @@ completion_ids = tok(row["completion"], add_special_tokens=False).input_ids
 input_ids = [tok.bos_token_id] + prompt_ids + completion_ids + [tok.eos_token_id]
 print(f"{len(prompt_ids)} prompt tokens + {len(completion_ids)} completion tokens + BOS + EOS = {len(input_ids)}")
 
+# The same sequence, built by sftviz: the exercise checks your labels against this example's.
+ex = sv.build_example(tok, prompt=row["prompt"], completion=row["completion"])
+assert ex.input_ids == input_ids
+
 # %% [markdown]
 # ### Exercise 1: the labels
 #
@@ -69,13 +75,16 @@ print(f"{len(prompt_ids)} prompt tokens + {len(completion_ids)} completion token
 # shifts them itself), with `-100` wherever a token is not a target. Build the labels for
 # completion-only training: which tokens are targets? Do not forget the end.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "labels", "locked": false, "schema_version": 3, "solution": true, "task": false}
+labels = None  # a list of ints, one per token of input_ids
 ### BEGIN SOLUTION
 labels = [-100] * (1 + len(prompt_ids)) + completion_ids + [tok.eos_token_id]
 ### END SOLUTION
-ex = sv.build_example(tok, prompt=row["prompt"], completion=row["completion"])
-assert ex.input_ids == input_ids
 exercises.check_labels(labels, ex)
+
+# %% nbgrader={"grade": true, "grade_id": "labels-points", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Points for nbgrader: 1 when the answer above is correct (the cell above gives the feedback).
+exercises.points(exercises.check_labels(labels, ex))
 
 # %% [markdown]
 # `sv.build_example` does the same and records, for every token, what it is (`segments`) and whether it
@@ -100,11 +109,16 @@ view
 # ### Exercise 2
 # Which position's output is scored against the first completion token? Store it in `position`.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "predicting-position", "locked": false, "schema_version": 3, "solution": true, "task": false}
+position = None  # an int
 ### BEGIN SOLUTION
 position = ex.n_prompt - 1
 ### END SOLUTION
 exercises.check_predicting_position(position, ex)
+
+# %% nbgrader={"grade": true, "grade_id": "predicting-position-points", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Points for nbgrader: 1 when the answer above is correct (the cell above gives the feedback).
+exercises.points(exercises.check_predicting_position(position, ex))
 
 # %%
 rows = ex.rows()
@@ -170,9 +184,10 @@ print("train_on='last':", repr(tok.decode([i for i, t in zip(last_only.input_ids
 #
 # TRL's `SFTTrainer` with `completion_only_loss=True` builds the same labels on examples whose seam does
 # not merge. (TRL adds no BOS for a tokenizer that does not add one itself, so we compare without it.)
-# This cell runs only when TRL is installed.
+# This cell runs only when TRL is installed (the test environment has it, the course environment
+# need not), so nbval does not compare its output; the cell asserts its own result.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 try:
     import trl  # noqa: F401
     from datasets import Dataset

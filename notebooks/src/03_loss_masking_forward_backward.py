@@ -1,6 +1,8 @@
 # %% [markdown]
 # # 3. Loss masking in the forward and the backward pass
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sftviz/sftviz/blob/main/notebooks/03_loss_masking_forward_backward.ipynb)
+#
 # "Mask the prompt" is easy to say and easy to misread. It does **not** hide the prompt from the model:
 # the forward pass runs over every token of `[x, y]`, and the prompt is read as context exactly as
 # before. Masking only decides which positions' losses are added up. This notebook shows both halves:
@@ -16,8 +18,8 @@
 # %% tags=["setup"]
 # Setup for Colab (elsewhere this does nothing): install sftviz if it is missing, enable widgets.
 # sftviz is installed from its repository, never by name from a package index (an index may hold an
-# unrelated package of that name). On Colab, set SFTVIZ_SOURCE to your copy before running this cell.
-SFTVIZ_SOURCE = ""  # e.g. "git+https://github.com/<owner>/sftviz"
+# unrelated package of that name). To use your own fork, point SFTVIZ_SOURCE at it.
+SFTVIZ_SOURCE = "git+https://github.com/sftviz/sftviz"  # written from pyproject.toml by scripts/build_notebooks.sh
 
 import importlib.util
 
@@ -80,26 +82,32 @@ prompt_t = torch.tensor(ex.prompt_mask, dtype=torch.bool)
 completion_t = torch.tensor(ex.completion_mask, dtype=torch.bool)
 prompt_sum, completion_sum = float(per_token[prompt_t].sum()), float(per_token[completion_t].sum())
 full_sum = float(per_token[1:].sum())
-print(f"prompt part     {prompt_sum:8.3f} nats over {int(prompt_t.sum())} targets")
-print(f"completion part {completion_sum:8.3f} nats over {int(completion_t.sum())} targets")
-print(f"full sequence   {full_sum:8.3f} nats = prompt + completion: {abs(full_sum - prompt_sum - completion_sum) < 1e-4}")
+print(f"prompt part     {prompt_sum:7.1f} nats over {int(prompt_t.sum())} targets")
+print(f"completion part {completion_sum:7.1f} nats over {int(completion_t.sum())} targets")
+print(f"full sequence   {full_sum:7.1f} nats = prompt + completion: {abs(full_sum - prompt_sum - completion_sum) < 1e-4}")
 
 labels = torch.tensor([ex.labels])
 with torch.no_grad():
     hf_loss = float(model(input_ids=ids, labels=labels).loss)
-print(f"masked loss: sv.sft_loss = {float(sv.sft_loss(logits, labels)):.5f}, HF model(labels=...) = {hf_loss:.5f}")
+print(f"masked loss: sv.sft_loss = {float(sv.sft_loss(logits, labels)):.4f}, HF model(labels=...) = {hf_loss:.4f}")
 
 # %% [markdown]
 # ### Exercise 1
 # Compute the masked (completion-only) loss of this example from `per_token` and `ex.completion_mask`,
 # as a mean per completion target, and store it in `masked_loss`.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "masked-loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
+masked_loss = None  # a number (a 0-d tensor is fine)
 ### BEGIN SOLUTION
 masked_loss = per_token[torch.tensor(ex.completion_mask, dtype=torch.bool)].mean()
 ### END SOLUTION
-exercises.check_number(masked_loss, float(sv.sft_loss(logits, labels)), "masked loss",
-                       hint="Average the per-token losses over the positions where completion_mask is 1.")
+check = exercises.check_number(masked_loss, float(sv.sft_loss(logits, labels)), "masked loss",
+                               hint="Average the per-token losses over the positions where completion_mask is 1.")
+check
+
+# %% nbgrader={"grade": true, "grade_id": "masked-loss-points", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Points for nbgrader: 1 when the answer above is correct (the cell above gives the feedback).
+exercises.points(check)
 
 # %% [markdown]
 # The masked loss summed over the completion is exactly `-log Pr(y | x)` from notebook 1: minimising it
@@ -107,7 +115,7 @@ exercises.check_number(masked_loss, float(sv.sft_loss(logits, labels)), "masked 
 
 # %%
 rep = sv.score(model, tok, example=ex, top_k=0)
-print(f"completion loss sum {completion_sum:.4f}  vs  -log Pr(y|x) {-rep.conditional:.4f}")
+print(f"completion loss sum {completion_sum:.2f}  vs  -log Pr(y|x) {-rep.conditional:.2f}")
 assert abs(completion_sum + rep.conditional) < 1e-3
 
 # %% [markdown]
@@ -138,7 +146,7 @@ prompt_positions = [i for i, s in enumerate(ex.segments) if s == "prompt"]
 share = sum(grads.input_grad_masked[i] > 0 for i in prompt_positions) / len(prompt_positions)
 print(f"prompt positions with non-zero embedding gradient under the masked loss: {share:.0%}")
 print(f"gradient at the last token (EOS), masked / full: {grads.input_grad_masked[-1]} / {grads.input_grad_full[-1]}")
-print(f"cosine similarity of the masked and full parameter gradients: {grads.cosine:.3f}")
+print(f"cosine similarity of the masked and full parameter gradients: {grads.cosine:.2f}")
 assert share == 1.0 and grads.input_grad_masked[-1] == 0.0
 
 # %%
@@ -177,7 +185,7 @@ step(full_fn), step(head_fn)  # warm up
 (l_full, t_full, g_full), (l_head, t_head, g_head) = step(full_fn), step(head_fn)
 same = all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g_full, g_head))
 trained_share = float((batch["labels"][:, 1:] != -100).sum() / batch["attention_mask"][:, 1:].sum())
-print(f"loss full logits {l_full:.6f} | supervised-only head {l_head:.6f} | same gradients: {same}")
+print(f"loss full logits {l_full:.4f} | supervised-only head {l_head:.4f} | same gradients: {same}")
 print(f"only {trained_share:.0%} of the positions predict a trained token; step time {t_full * 1e3:.1f} ms vs {t_head * 1e3:.1f} ms")
 assert abs(l_full - l_head) < 1e-5 and same
 

@@ -1,6 +1,8 @@
 # %% [markdown]
 # # 4. Fine-tuning with masking on and off
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sftviz/sftviz/blob/main/notebooks/04_finetuning_masking_on_off.ipynb)
+#
 # The central experiment of the course. One pretrained model, one dataset, one seed, and three ways to
 # weigh the loss over `[x, y]`:
 #
@@ -17,8 +19,8 @@
 # %% tags=["setup"]
 # Setup for Colab (elsewhere this does nothing): install sftviz if it is missing, enable widgets.
 # sftviz is installed from its repository, never by name from a package index (an index may hold an
-# unrelated package of that name). On Colab, set SFTVIZ_SOURCE to your copy before running this cell.
-SFTVIZ_SOURCE = ""  # e.g. "git+https://github.com/<owner>/sftviz"
+# unrelated package of that name). To use your own fork, point SFTVIZ_SOURCE at it.
+SFTVIZ_SOURCE = "git+https://github.com/sftviz/sftviz"  # written from pyproject.toml by scripts/build_notebooks.sh
 
 import importlib.util
 
@@ -124,13 +126,19 @@ print("All the statements above hold for these runs.")
 # did the completion-only run's prompt NLL change from its first step to its last? Store it in `change`
 # (positive if it rose).
 
-# %% tags=["nbval-ignore-output"]
+# %% nbgrader={"grade": false, "grade_id": "prompt-nll-change", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["nbval-ignore-output"]
+change = None  # a number, in nats
 ### BEGIN SOLUTION
 steps_, values_ = completion.series("prompt_nll")
 change = values_[-1] - values_[0]
 ### END SOLUTION
-exercises.check_number(change, completion.history[-1]["prompt_nll"] - completion.history[0]["prompt_nll"],
-                       "the change in prompt NLL", hint="Take the last value minus the first.")
+check = exercises.check_number(change, completion.history[-1]["prompt_nll"] - completion.history[0]["prompt_nll"],
+                               "the change in prompt NLL", hint="Take the last value minus the first.")
+check
+
+# %% nbgrader={"grade": true, "grade_id": "prompt-nll-change-points", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Points for nbgrader: 1 when the answer above is correct (the cell above gives the feedback).
+exercises.points(check)
 
 # %% [markdown]
 # ## Before and after: what the model answers

@@ -1,6 +1,8 @@
 # %% [markdown]
 # # 5. Diagnose a faulty fine-tune
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sftviz/sftviz/blob/main/notebooks/05_diagnose_a_faulty_finetune.ipynb)
+#
 # Most SFT bugs do not crash anything. The loss goes down, the run finishes, and the model is quietly
 # worse. This notebook trains three models, each with a real bug switched on, and hides which bug is
 # in which run. Your job: find each bug from the evidence, the way you would on a real project.
@@ -14,8 +16,8 @@
 # %% tags=["setup"]
 # Setup for Colab (elsewhere this does nothing): install sftviz if it is missing, enable widgets.
 # sftviz is installed from its repository, never by name from a package index (an index may hold an
-# unrelated package of that name). On Colab, set SFTVIZ_SOURCE to your copy before running this cell.
-SFTVIZ_SOURCE = ""  # e.g. "git+https://github.com/<owner>/sftviz"
+# unrelated package of that name). To use your own fork, point SFTVIZ_SOURCE at it.
+SFTVIZ_SOURCE = "git+https://github.com/sftviz/sftviz"  # written from pyproject.toml by scripts/build_notebooks.sh
 
 import importlib.util
 
@@ -38,7 +40,8 @@ except ImportError:
 MODEL_NAME = "sftviz-tiny"
 DATASET = "support"
 STEPS = 100
-SEED = 0  # also decides which bug goes into which run
+SEED = 0  # the training seed of every run
+MYSTERY_KEY = 0  # decides which bug goes into which run: give it a new value (e.g. "2026-fall") each term
 SUSPECTS = ("eos_masked", "prompt_trained", "shifted_labels")
 
 # %%
@@ -58,12 +61,12 @@ eval_rows = sv.load_dataset(DATASET, split="eval")
 # ## The runs
 #
 # `exercises.mystery_runs` fine-tunes one healthy run (completion-only, no bug) and one run per suspect,
-# shuffles the suspects with the seed and names the runs A, B and C. The bug's name is kept out of the
+# shuffles the suspects with `MYSTERY_KEY` and names the runs A, B and C. The bug's name is kept out of the
 # run's record.
 
 # %% tags=["nbval-ignore-output"]
 healthy, mysteries = exercises.mystery_runs(
-    model, tok, train_rows, SUSPECTS, steps=STEPS, seed=SEED, eval_data=eval_rows, eval_examples=8, eval_every=None,
+    model, tok, train_rows, SUSPECTS, steps=STEPS, seed=SEED, key=MYSTERY_KEY, eval_data=eval_rows, eval_examples=8, eval_every=None,
 )
 for name, run in mysteries.items():
     print(name, run)
@@ -115,12 +118,18 @@ W.TokenView(exercises.mystery_labels(tok, train_rows[0], mysteries["C"]), editab
 # Name the bug in each run (one of the suspects above). The check tells you at once whether you are
 # right and, if not, what the bug you named would have looked like.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "diagnosis", "locked": false, "schema_version": 3, "solution": true, "task": false}
+diagnosis = {name: None for name in mysteries}  # e.g. {"A": "eos_masked", ...}
 ### BEGIN SOLUTION
-diagnosis = {name: run._hidden_fault for name, run in mysteries.items()}
+diagnosis = exercises.mystery_assignment(SUSPECTS, MYSTERY_KEY)  # the answer key, from the parameter
 ### END SOLUTION
-for name, run in mysteries.items():
-    print(name, exercises.check_diagnosis(diagnosis.get(name), run))
+checks = [exercises.check_diagnosis(diagnosis.get(name), run) for name, run in mysteries.items()]
+for name, check in zip(mysteries, checks):
+    print(name, check)
+
+# %% nbgrader={"grade": true, "grade_id": "diagnosis-points", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+# Points for nbgrader: 1 per correct diagnosis (the cell above gives the feedback).
+exercises.points(checks)
 
 # %% [markdown]
 # ## What gave each bug away

@@ -44,6 +44,25 @@ def json_safe(obj):
     return obj
 
 
+def with_static_view(widget, bundle=None):
+    """The display bundle of a widget: its live view (``bundle``, from ipywidgets or anywidget), its
+    deterministic ``repr`` as text/plain, and its ``static_html()`` as text/html for nbviewer, GitHub
+    and ``nbconvert``. ipywidgets 7 (Colab's) has no ``_repr_mimebundle_`` on its containers: pass
+    ``None`` and the live view's entry is written here."""
+    if bundle is None:
+        bundle = {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0, "model_id": widget.model_id}}
+    data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
+    data = dict(data or {})
+    data["text/plain"] = repr(widget)
+    try:
+        data["text/html"] = widget.static_html()
+    except Exception as err:  # the static view must never break displaying the live one
+        from html import escape
+
+        data["text/html"] = f'<div class="sftviz-error">{escape(error_message(err))}</div>'
+    return data, meta
+
+
 class SftvizWidget(anywidget.AnyWidget):
     """Base class: subclasses set ``_esm``/``_css`` and implement ``static_html`` and ``__repr__``."""
 
@@ -53,17 +72,7 @@ class SftvizWidget(anywidget.AnyWidget):
         raise NotImplementedError
 
     def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
-        data = dict(data or {})
-        data["text/plain"] = repr(self)
-        try:
-            data["text/html"] = self.static_html()
-        except Exception as err:  # the static view must never break displaying the live one
-            from html import escape
-
-            data["text/html"] = f'<div class="sftviz-error">{escape(error_message(err))}</div>'
-        return data, meta
+        return with_static_view(self, super()._repr_mimebundle_(**kwargs))
 
     def _report(self, err: BaseException) -> None:
         """Show an exception in the widget (and keep the traceback for whoever looks)."""

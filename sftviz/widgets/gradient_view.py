@@ -120,5 +120,5 @@ class GradientView(SftvizWidget):
     def __repr__(self) -> str:
         if self.grads is None:
             return "GradientView(no gradients)"
-        cos = "nan" if self.cosine is None else f"{self.cosine:.3f}"
+        cos = "nan" if self.cosine is None else f"{self.cosine:.2f}"
         return f"GradientView({len(self.tokens)} tokens, {len(self.layers)} parameter groups, cosine={cos})"

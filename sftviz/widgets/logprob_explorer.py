@@ -247,6 +247,6 @@ class LogProbExplorer(SftvizWidget):
         if r is None:
             return "LogProbExplorer(not scored)"
         return (
-            f"LogProbExplorer(joint={r.joint:.3f}, marginal={r.marginal:.3f}, conditional={r.conditional:.3f} nats, "
+            f"LogProbExplorer(joint={r.joint:.2f}, marginal={r.marginal:.2f}, conditional={r.conditional:.2f} nats, "
             f"{len(r.rows)} tokens)"
         )

@@ -9,7 +9,7 @@ import ipywidgets as W
 import traitlets
 
 from .. import render
-from ._base import SftvizWidget, error_message, json_safe, module_source, stylesheet
+from ._base import SftvizWidget, error_message, json_safe, module_source, stylesheet, with_static_view
 
 # The fault names of the contract, used only when sftviz.faults cannot be imported.
 FALLBACK_FAULTS = {
@@ -404,17 +404,8 @@ class MaskingLab(W.VBox):
         return "".join(parts)
 
     def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
-        data = dict(data or {})
-        data["text/plain"] = repr(self)
-        try:
-            data["text/html"] = self.static_html()
-        except Exception as err:
-            from html import escape
-
-            data["text/html"] = f'<div class="sftviz-error">{escape(error_message(err))}</div>'
-        return data, meta
+        parent = getattr(super(), "_repr_mimebundle_", None)  # absent in ipywidgets 7
+        return with_static_view(self, parent(**kwargs) if parent is not None else None)
 
     def __repr__(self) -> str:
         return f"MaskingLab({len(self.data)} training rows, {len(self.runs)} runs)"

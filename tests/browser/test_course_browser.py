@@ -1,10 +1,12 @@
-"""The five course notebooks, run top to bottom in a real JupyterLab in headless Chromium.
+"""The student versions of the five course notebooks, run top to bottom in a real JupyterLab in
+headless Chromium, with no answer filled in.
 
-nbval checks what each notebook computes; this checks what a student sees: every cell runs without
-an error in JupyterLab's own kernel, every widget of the notebook renders its view (not the static
-fallback), no widget shows an error, and the page logs no JavaScript error. Each notebook is copied
-with its outputs cleared, so everything checked here comes from this run. A screenshot of each
-notebook's first widget goes to the screenshots folder (``course_NN.png``).
+nbval checks what the instructor notebooks compute; this checks what a student sees under Run All in
+the version ``python -m sftviz.course student`` writes (no solutions, no outputs): every cell runs
+without an error in JupyterLab's own kernel, each exercise says "Not answered yet" instead of raising,
+every widget of the notebook renders its view (not the static fallback), no widget shows an error,
+the page logs no JavaScript error, and nothing reveals an answer. A screenshot of each notebook's first
+widget goes to the screenshots folder (``course_NN.png``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ CELLS_STATE = """() => {
 }"""
 # Live views only: the static HTML fallback of a widget carries the same class plus sftviz-static.
 COUNT = "cls => document.querySelectorAll('.jp-OutputArea-output .' + cls + ':not(.sftviz-static)').length"
+OUTPUT_TEXT = "() => [...document.querySelectorAll('.jp-OutputArea-output')].map(e => e.innerText).join('\\n')"
 WIDGET_ERRORS = """() => [...document.querySelectorAll('.jp-OutputArea-output .sftviz .sftviz-error')]
   .filter(e => e.offsetParent !== null && e.textContent.trim()).map(e => e.textContent.trim())"""
 
@@ -67,13 +70,14 @@ def page(browser_context):
     p.close()
 
 
-def _copy_cleared(src: Path, dest_dir: Path) -> str:
-    nb = nbformat.read(src, as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    nbformat.write(nb, dest_dir / src.name)
-    return src.name
+def _copy_student_version(src: Path, dest_dir: Path) -> tuple:
+    """Write the student version of ``src`` (no solutions, no outputs); returns (name, exercises)."""
+    from sftviz.course import student_version
+
+    student, n = student_version(nbformat.read(src, as_version=4))
+    assert n >= 1, f"{src.name} has no exercise"
+    nbformat.write(student, dest_dir / src.name)
+    return src.name, n
 
 
 def test_notebook_list_matches():
@@ -83,7 +87,7 @@ def test_notebook_list_matches():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_course_notebook_runs_and_renders(path, jupyter_lab, page, budget, shots_dir):
     view = NotebookPage(page, jupyter_lab, budget, shots_dir)
-    name = _copy_cleared(path, jupyter_lab.root)
+    name, exercises = _copy_student_version(path, jupyter_lab.root)
     try:
         view.open_notebook(name)
 
@@ -93,11 +97,15 @@ def test_course_notebook_runs_and_renders(path, jupyter_lab, page, budget, shots
                 raise AssertionError(f"{name}: a cell raised in JupyterLab:\n" + "\n".join(state["errors"])[-3000:])
             return bool(state) and state["waiting"] == 0 and state["idle"]
 
-        # Outputs were cleared, so every code cell counts as waiting until it has run.
+        # The student version has no outputs, so every code cell counts as waiting until it has run.
         view.poll(f"{name}: every code cell to run and the kernel to be idle", done, timeout=150, interval=0.5)
         for cls, n in WIDGETS[path.name[:2]].items():
             view.poll(f"{name}: {n} rendered .{cls} view(s)", lambda: view.js(COUNT, cls) >= n, timeout=30)
         assert view.js(WIDGET_ERRORS) == [], f"{name}: a widget shows an error"
+        text = view.js(OUTPUT_TEXT)
+        # Every unanswered exercise says so (notebook 5's one cell checks three runs), and none is marked correct.
+        assert text.count("Not answered yet") >= exercises, f"{name}: an exercise gave no 'Not answered yet' feedback"
+        assert "Correct:" not in text and "\u2714 Correct" not in text, f"{name}: a check says Correct with no answer given"
         assert view.page_errors == [], f"{name}: JavaScript errors on the page: {view.page_errors}"
         first = next(iter(WIDGETS[path.name[:2]]))
         view.screenshot(page.locator(f".jp-OutputArea-output:has(.{first})").first, f"course_{path.name[:2]}")
