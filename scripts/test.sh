@@ -38,23 +38,31 @@ if [ $# -gt 0 ]; then
   exec "$VENV/bin/python" -m pytest tests notebooks "${NBVAL[@]}" "$@"
 fi
 
-# The course environment, made by the course command itself (torch copied from the test venv's
-# version first, so that a CPU build stays a CPU build).
+# In the background, the course environment, made by the course command itself (torch first, at the
+# test venv's version, so that a CPU build stays a CPU build), then strict nbval in it with PyTorch's
+# portable kernels. Both jobs share the two cores with one thread each: two processes of two threads
+# each on two cores run several times slower than this.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 torch_version="$("$VENV/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')"
-if [ ! -x "$COURSE_VENV/bin/python" ]; then
-  "$PY" -m venv "$COURSE_VENV"
-  "$COURSE_VENV/bin/python" -m pip install --quiet --upgrade pip
-fi
-"$COURSE_VENV/bin/python" -c 'import torch' 2>/dev/null || \
-  "$COURSE_VENV/bin/python" -m pip install --quiet "torch==$torch_version"
-SFTVIZ_VENV="$COURSE_VENV" SFTVIZ_SETUP_ONLY=1 bash scripts/course.sh
-"$COURSE_VENV/bin/python" -c 'import nbval' 2>/dev/null || \
-  "$COURSE_VENV/bin/python" -m pip install --quiet "pytest>=8" "nbval>=0.11"
-
+course_job() {
+  set -e
+  if [ ! -x "$COURSE_VENV/bin/python" ]; then
+    "$PY" -m venv "$COURSE_VENV"
+    "$COURSE_VENV/bin/python" -m pip install --quiet --upgrade pip
+  fi
+  rm -f "$COURSE_VENV/.sftviz-setup-done"
+  "$COURSE_VENV/bin/python" -c 'import torch' 2>/dev/null || \
+    "$COURSE_VENV/bin/python" -m pip install --quiet "torch==$torch_version"
+  SFTVIZ_VENV="$COURSE_VENV" SFTVIZ_SETUP_ONLY=1 bash scripts/course.sh
+  "$COURSE_VENV/bin/python" -c 'import nbval' 2>/dev/null || \
+    "$COURSE_VENV/bin/python" -m pip install --quiet "pytest>=8" "nbval>=0.11"
+  touch "$COURSE_VENV/.sftviz-setup-done"  # tests/test_user_paths.py waits for this
+  echo "[sftviz] strict nbval in $COURSE_VENV with ATEN_CPU_CAPABILITY=default"
+  ATEN_CPU_CAPABILITY=default "$COURSE_VENV/bin/python" -m pytest -p no:cacheprovider notebooks "${NBVAL[@]}"
+}
 course_log="$(mktemp)"
-echo "[sftviz] background: strict nbval in $COURSE_VENV with ATEN_CPU_CAPABILITY=default (log: $course_log)"
-ATEN_CPU_CAPABILITY=default "$COURSE_VENV/bin/python" -m pytest -p no:cacheprovider notebooks "${NBVAL[@]}" \
-  > "$course_log" 2>&1 &
+echo "[sftviz] background: set up $COURSE_VENV, then strict nbval there with portable kernels (log: $course_log)"
+course_job > "$course_log" 2>&1 &
 course_pid=$!
 
 echo "[sftviz] running pytest on tests and notebooks (test environment, this CPU's kernels)"
@@ -64,7 +72,7 @@ SFTVIZ_COURSE_VENV="$COURSE_VENV" SFTVIZ_IPYWIDGETS7="$IPYW7" \
 
 course_status=0
 wait "$course_pid" || course_status=$?
-echo "[sftviz] course environment, portable kernels (ATEN_CPU_CAPABILITY=default): nbval on the notebooks"
+echo "[sftviz] course environment (.venv-course), portable kernels (ATEN_CPU_CAPABILITY=default):"
 cat "$course_log"; rm -f "$course_log"
 if [ "$status" -ne 0 ] || [ "$course_status" -ne 0 ]; then
   echo "[sftviz] FAILED: test environment exit $status, course environment exit $course_status"

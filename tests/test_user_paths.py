@@ -217,6 +217,11 @@ def test_test_command_restarts_offline():
 def test_course_command_restarts_offline(tmp_path):
     """A second `bash scripts/course.sh` with no package index installs nothing and starts JupyterLab."""
     venv = _need("SFTVIZ_COURSE_VENV", "the course environment made by scripts/course.sh")
+    # scripts/test.sh makes it in the background, at the same time as this suite runs.
+    deadline = time.monotonic() + 600
+    while not (venv / ".sftviz-setup-done").exists():
+        assert time.monotonic() < deadline, f"{venv} was not set up within 10 minutes"
+        time.sleep(2)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
