@@ -99,8 +99,16 @@ where both were run.
 """
 
 
-ORDER = ("bench_train", "bench_train_1thread", "bench_head", "bench_head_1thread", "lesson", "faults_demo", "bench_views",
-         "bench_gradients")
+ORDER = (
+    "bench_train",
+    "bench_train_1thread",
+    "bench_head",
+    "bench_head_1thread",
+    "lesson",
+    "faults_demo",
+    "bench_views",
+    "bench_gradients",
+)
 _SECTION = re.compile(r"<!-- ([\w.-]+):begin -->.*?<!-- \1:end -->", re.S)
 
 

@@ -29,7 +29,9 @@ def main():
     model, tok = sv.load_model(device="cpu")
     row = sv.load_dataset("support")[0]
     # A long prompt cut from the left to fit exactly 64 tokens, with the row's short answer.
-    ex = sv.build_example(tok, prompt=row["prompt"] + "\n" + row["prompt"], completion=row["completion"], max_length=64, warn=False)
+    ex = sv.build_example(
+        tok, prompt=row["prompt"] + "\n" + row["prompt"], completion=row["completion"], max_length=64, warn=False
+    )
     assert len(ex) == 64
     ids = torch.tensor([ex.input_ids])
     labels = torch.tensor([ex.labels])
@@ -46,6 +48,7 @@ def main():
                 model.zero_grad()
                 per = sv.token_nll(model(input_ids=ids).logits, ids)[0]
                 per[t].backward()
+
         return run
 
     cases = (
@@ -68,8 +71,12 @@ def main():
     ref = timings[cases[0][0]]
     slow = {"slow_all": timings[cases[1][0]], "slow_comp": timings[cases[3][0]]}
     rows = [
-        [name, f"{timings[name]:.1f}", f"{timings[name] / ref:.1f}x",
-         f"{slow[key] / timings[name]:.2f}x" if key and not name.startswith("one") else ""]
+        [
+            name,
+            f"{timings[name]:.1f}",
+            f"{timings[name] / ref:.1f}x",
+            f"{slow[key] / timings[name]:.2f}x" if key and not name.startswith("one") else "",
+        ]
         for name, key, _ in cases
     ]
     body = (

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import time
 
-import _common as C  # noqa: I001
+import _common as C
 import torch
 
 from sftviz.data import IGNORE_INDEX
@@ -95,9 +96,22 @@ def time_finetune(model, tok, rows, steps, batch, head, measure_every=1):
         if record["kind"] == "train":
             marks.append(CLOCK())
 
-    run = finetune(model, tok, rows, "completion", steps=steps, batch_size=batch, lr=1e-4, device="cpu", progress=False,
-                   head=head, seed=0, callbacks=[clock], measure_every=measure_every)
-    return C.median([b - a for a, b in zip(marks, marks[1:])]), run
+    run = finetune(
+        model,
+        tok,
+        rows,
+        "completion",
+        steps=steps,
+        batch_size=batch,
+        lr=1e-4,
+        device="cpu",
+        progress=False,
+        head=head,
+        seed=0,
+        callbacks=[clock],
+        measure_every=measure_every,
+    )
+    return C.median([b - a for a, b in itertools.pairwise(marks)]), run
 
 
 class _Tok:
@@ -133,8 +147,18 @@ def synthetic_examples(n, length, fraction, vocab, seed=0):
         cmask = [0] * n_prompt + [1] * (length - n_prompt)
         pmask = [int(0 < t < n_prompt) for t in range(length)]
         labels = [i if c else IGNORE_INDEX for i, c in zip(ids, cmask)]
-        out.append(Example(ids, labels, cmask, pmask, ["prompt"] * n_prompt + ["completion"] * (length - n_prompt),
-                           [""] * length, [float(c) for c in cmask], masking="completion"))
+        out.append(
+            Example(
+                ids,
+                labels,
+                cmask,
+                pmask,
+                ["prompt"] * n_prompt + ["completion"] * (length - n_prompt),
+                [""] * length,
+                [float(c) for c in cmask],
+                masking="completion",
+            )
+        )
     return out
 
 
@@ -181,7 +205,11 @@ def main():
         exs = synthetic_examples(a.batch * ft_steps, a.length, frac, vocab)
         tok = _Tok(vocab)
         ft = {}
-        variants = {"full": ("full", 1), "supervised": ("supervised", 1), "supervised, measure_every=None": ("supervised", None)}
+        variants = {
+            "full": ("full", 1),
+            "supervised": ("supervised", 1),
+            "supervised, measure_every=None": ("supervised", None),
+        }
         for _ in range(1 if a.quick else 2):
             for key, (head, every) in variants.items():  # interleaved
                 sec, _ = time_finetune(model, tok, exs, ft_steps, a.batch, head, every)
@@ -190,18 +218,25 @@ def main():
         lean = ft["supervised, measure_every=None"]
         speedups[frac] = (t["full"] / t["supervised"], ft["full"] / ft["supervised"], ft["full"] / lean)
         full_steps.append(ft["full"])
-        rows.append([
-            f"{frac:.2f} ({n_prompt}/{a.length})",
-            f"{t['full'] * 1000:.0f}", f"{t['supervised'] * 1000:.0f}", f"{t['full'] / t['supervised']:.2f}x",
-            f"{fwd['full'] / 2**20:.0f} / {fwd['supervised'] / 2**20:.0f} ({fwd['full'] / fwd['supervised']:.2f}x)",
-            f"{mem['full'] / 2**20:.0f} / {mem['supervised'] / 2**20:.0f} ({mem['full'] / mem['supervised']:.2f}x)",
-            f"{ft['full'] * 1000:.0f}", f"{ft['supervised'] * 1000:.0f} ({ft['full'] / ft['supervised']:.2f}x)",
-            f"{lean * 1000:.0f} ({ft['full'] / lean:.2f}x)",
-        ])
+        rows.append(
+            [
+                f"{frac:.2f} ({n_prompt}/{a.length})",
+                f"{t['full'] * 1000:.0f}",
+                f"{t['supervised'] * 1000:.0f}",
+                f"{t['full'] / t['supervised']:.2f}x",
+                f"{fwd['full'] / 2**20:.0f} / {fwd['supervised'] / 2**20:.0f} ({fwd['full'] / fwd['supervised']:.2f}x)",
+                f"{mem['full'] / 2**20:.0f} / {mem['supervised'] / 2**20:.0f} ({mem['full'] / mem['supervised']:.2f}x)",
+                f"{ft['full'] * 1000:.0f}",
+                f"{ft['supervised'] * 1000:.0f} ({ft['full'] / ft['supervised']:.2f}x)",
+                f"{lean * 1000:.0f} ({ft['full'] / lean:.2f}x)",
+            ]
+        )
         print(rows[-1], flush=True)
     lines = [
         "## Supervised-only head vs full logits (`python bench/bench_head.py"
-        + (f" --threads {a.threads}" if a.threads else "") + (" --clock cpu" if a.clock == "cpu" else "") + "`)",
+        + (f" --threads {a.threads}" if a.threads else "")
+        + (" --clock cpu" if a.clock == "cpu" else "")
+        + "`)",
         "",
         f"Machine: {C.machine_line(info)}",
         "",
@@ -209,15 +244,26 @@ def main():
         f"{a.length} tokens of synthetic ids, completion-only labels, CPU fp32. Loss only: forward + backward of "
         "`sv.supervised_head_loss` vs `sv.sft_loss(model(...).logits)`, median of "
         f"{reps} interleaved repeats. Finetune step: median time of a `sv.finetune` step (forward, backward, per-step "
-        "measurements, AdamW) with `head=\"full\"` vs `head=\"supervised\"`, with and without the per-step prompt NLL. Peak memory: "
+        'measurements, AdamW) with `head="full"` vs `head="supervised"`, with and without the per-step prompt NLL. Peak memory: '
         "torch profiler CPU allocation events (peak of the running sum of allocations minus frees, relative to the "
         "start) of one loss-only forward with the loss (what is kept for backward), and of forward + backward with the "
         "gradient buffers already allocated (so the 124M-parameter gradients themselves are not counted; transient "
         "per-parameter gradients, e.g. of the 154 MB tied embedding, are).",
         "",
-        C.table(["prompt fraction", "full ms", "supervised ms", "speed-up", "peak MiB forward+loss: full / sup.",
-                 "peak MiB forward+backward: full / sup.", "finetune step, full ms", "finetune step, supervised ms (speed-up)",
-                 "same, measure_every=None ms (speed-up)"], rows),
+        C.table(
+            [
+                "prompt fraction",
+                "full ms",
+                "supervised ms",
+                "speed-up",
+                "peak MiB forward+loss: full / sup.",
+                "peak MiB forward+backward: full / sup.",
+                "finetune step, full ms",
+                "finetune step, supervised ms (speed-up)",
+                "same, measure_every=None ms (speed-up)",
+            ],
+            rows,
+        ),
         "",
         f"Target: at least 1.25x faster at prompt fraction 0.75 on the CPU. Loss only: {speedups[0.75][0]:.3f}x "
         f"({'met' if speedups[0.75][0] >= 1.25 else 'NOT met'}). Whole finetune step: {speedups[0.75][1]:.3f}x with the "

@@ -22,14 +22,15 @@ import tempfile
 import time
 import warnings
 
-import _common as C  # noqa: I001  (sets HF offline flags and sys.path first)
+import _common as C
 import torch
 
 from sftviz.collate import SFTCollator
 from sftviz.data import build_example
 from sftviz.datasets import load_dataset
 from sftviz.modeling import load_model
-from sftviz.train import _IndexStream, finetune
+from sftviz.train import finetune
+from sftviz.train.table import BatchOrder
 
 LR = 1e-4
 CLOCK = time.perf_counter  # --clock cpu switches every method to time.process_time
@@ -65,8 +66,23 @@ def run_sv(model, tok, rows, examples, steps, batch, precision="auto", head="aut
         if record["kind"] == "train":
             ends.append(CLOCK())
 
-    run = finetune(model, tok, examples, "completion", steps=steps, batch_size=batch, lr=LR, seed=0, device="cpu",
-                   progress=False, copy_model=False, eval_data=None, callbacks=[clock], precision=precision, head=head)
+    run = finetune(
+        model,
+        tok,
+        examples,
+        "completion",
+        steps=steps,
+        batch_size=batch,
+        lr=LR,
+        seed=0,
+        device="cpu",
+        progress=False,
+        copy_model=False,
+        eval_data=None,
+        callbacks=[clock],
+        precision=precision,
+        head=head,
+    )
     return ends, [r["n_trained"] for r in run.history], time.perf_counter() - t0
 
 
@@ -74,7 +90,7 @@ def run_bare(model, tok, rows, examples, steps, batch):
     t0 = time.perf_counter()
     collate = Counting(SFTCollator(tok, "completion", return_extras=False))
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0, fused=True)
-    stream = _IndexStream(len(examples), 0)  # the same batches as sv.finetune
+    stream = BatchOrder(len(examples), 0)  # the same batches as sv.finetune
     model.train()
     ends = []
     for _ in range(steps):
@@ -92,9 +108,21 @@ def run_bare(model, tok, rows, examples, steps, batch):
 
 def _hf_args(cls, out, steps, batch, **extra):
     return cls(
-        output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=LR,
-        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, logging_steps=steps,
-        save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, seed=0, dataloader_pin_memory=False,
+        output_dir=out,
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        learning_rate=LR,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        logging_steps=steps,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        dataloader_pin_memory=False,
         **extra,
     )
 
@@ -137,8 +165,9 @@ def run_trl(model, tok, rows, examples, steps, batch, defaults=False):
         # both switched off, so that every method trains the same way, in fp32.
         same = {} if defaults else {"gradient_checkpointing": False, "bf16": False}
         args = _hf_args(SFTConfig, out, steps, batch, completion_only_loss=True, packing=False, max_length=256, **same)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                             callbacks=[clock])
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[clock]
+        )
         collate = Counting(trainer.data_collator)
         trainer.data_collator = collate
         trainer.train()
@@ -180,8 +209,12 @@ METHODS = {
     "sv.finetune, SFTVIZ_NO_MALLOPT=1 (allocator defaults)": run_sv_no_mallopt,
     "sv.finetune, head='full' (full logits, as the others)": run_sv_full_head,
 }
-REFERENCE_ONLY = {"TRL SFTTrainer, its defaults (bf16 autocast, checkpointing)", "sv.finetune, precision='bf16' (bf16 autocast)",
-                  "sv.finetune, SFTVIZ_NO_MALLOPT=1 (allocator defaults)", "sv.finetune, head='full' (full logits, as the others)"}
+REFERENCE_ONLY = {
+    "TRL SFTTrainer, its defaults (bf16 autocast, checkpointing)",
+    "sv.finetune, precision='bf16' (bf16 autocast)",
+    "sv.finetune, SFTVIZ_NO_MALLOPT=1 (allocator defaults)",
+    "sv.finetune, head='full' (full logits, as the others)",
+}
 
 
 def measure(name, model, tok, rows, steps, batch, warmup, rounds):
@@ -197,15 +230,23 @@ def measure(name, model, tok, rows, steps, batch, warmup, rounds):
                 raise RuntimeError(f"{m} ran {len(ends)} steps, expected {steps}")
             durations = [b - a for a, b in zip(ends[warmup - 1 :], ends[warmup:])]
             steady = C.median(durations)  # the median step: robust to bursts of load from other processes
-            tokens = sum(counts[-(steps - warmup):]) / (steps - warmup) if counts else float("nan")
+            tokens = sum(counts[-(steps - warmup) :]) / (steps - warmup) if counts else float("nan")
             per[m].append((steady, tokens, wall))
-            print(f"  [{name}] round {r + 1}: {m:60s} {steady * 1000:8.1f} ms/step  {tokens / steady:9.0f} trained tok/s  wall {wall:6.1f} s", flush=True)
+            print(
+                f"  [{name}] round {r + 1}: {m:60s} {steady * 1000:8.1f} ms/step  {tokens / steady:9.0f} trained tok/s  wall {wall:6.1f} s",
+                flush=True,
+            )
             del work
     out = {}
     for m, vals in per.items():
         steady = min(v[0] for v in vals)  # best round, as timeit does: the least disturbed
         tokens = C.median([v[1] for v in vals])
-        out[m] = {"ms_step": steady * 1000, "steps_s": 1 / steady, "tok_s": tokens / steady, "wall": C.median([v[2] for v in vals])}
+        out[m] = {
+            "ms_step": steady * 1000,
+            "steps_s": 1 / steady,
+            "tok_s": tokens / steady,
+            "wall": C.median([v[2] for v in vals]),
+        }
     return out
 
 
@@ -222,8 +263,12 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer steps and rounds; do not write RESULTS.md")
     ap.add_argument("--skip-gpt2", action="store_true", help="only sftviz-tiny")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="wall: elapsed time; cpu: process CPU time (robust to other processes' load with --threads 1)")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time; cpu: process CPU time (robust to other processes' load with --threads 1)",
+    )
     a = ap.parse_args()
     global CLOCK
     if a.threads:
@@ -237,13 +282,19 @@ def main():
     rows = load_dataset("support", split="train")
     configs = [("sftviz-tiny", tok_model, 20 if a.quick else 60, 16, 5, 1 if a.quick else 3)]
     if not a.skip_gpt2:
-        configs.append(("GPT-2-small-sized (random init, 124M)", gpt2_small(), 4 if a.quick else 8, 4, 2, 1 if a.quick else 2))
+        configs.append(
+            ("GPT-2-small-sized (random init, 124M)", gpt2_small(), 4 if a.quick else 8, 4, 2, 1 if a.quick else 2)
+        )
     results = {}
     for name, model, steps, batch, warmup, rounds in configs:
         print(f"{name}: {steps} steps at batch {batch}, first {warmup} left out, {rounds} round(s)", flush=True)
         results[name] = (measure(name, model, tok, rows, steps, batch, warmup, rounds), steps, batch, warmup, rounds)
 
-    cmd = "python bench/bench_train.py" + (f" --threads {a.threads}" if a.threads else "") + (" --clock cpu" if a.clock == "cpu" else "")
+    cmd = (
+        "python bench/bench_train.py"
+        + (f" --threads {a.threads}" if a.threads else "")
+        + (" --clock cpu" if a.clock == "cpu" else "")
+    )
     lines = [f"## Training throughput (`{cmd}`)", "", f"Machine: {C.machine_line(info)}", ""]
     lines.append(
         "Same start (deep copies of one model), same data (`support` train, completion-only loss), same batch size, "
@@ -263,10 +314,24 @@ def main():
         sv = res["sv.finetune"]
         rows_out = []
         for m, r in res.items():
-            rows_out.append([m, f"{r['ms_step']:.1f}", f"{r['steps_s']:.2f}", f"{r['tok_s']:.0f}", f"{r['ms_step'] / sv['ms_step']:.2f}x",
-                             f"{r['wall']:.1f}"])
-        lines += ["", f"### {name}: {steps} steps at batch {batch} ({warmup} warm-up steps left out, {rounds} round(s))", ""]
-        lines.append(C.table(["method", "ms/step", "steps/s", "trained tokens/s", "vs sv", "wall s (incl. setup)"], rows_out))
+            rows_out.append(
+                [
+                    m,
+                    f"{r['ms_step']:.1f}",
+                    f"{r['steps_s']:.2f}",
+                    f"{r['tok_s']:.0f}",
+                    f"{r['ms_step'] / sv['ms_step']:.2f}x",
+                    f"{r['wall']:.1f}",
+                ]
+            )
+        lines += [
+            "",
+            f"### {name}: {steps} steps at batch {batch} ({warmup} warm-up steps left out, {rounds} round(s))",
+            "",
+        ]
+        lines.append(
+            C.table(["method", "ms/step", "steps/s", "trained tokens/s", "vs sv", "wall s (incl. setup)"], rows_out)
+        )
         bare = res["bare PyTorch loop"]["ms_step"]
         hf = res["HF Trainer + SFTCollator"]["ms_step"]
         trl = res["TRL SFTTrainer (completion_only_loss)"]["ms_step"]

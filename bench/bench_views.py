@@ -23,10 +23,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-import sftviz as sv  # noqa: E402
-from sftviz import render  # noqa: E402
+import sftviz as sv
+from sftviz import render
 
 try:  # the shared bench helpers (machine description, bench/RESULTS.md)
     import _common
@@ -45,11 +45,15 @@ def tiny_random_model():
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    core.train_from_iterator([r["prompt"] + r["completion"] for r in rows],
-                             trainers.BpeTrainer(vocab_size=1024, special_tokens=["<|endoftext|>"],
-                                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                  pad_token="<|endoftext|>")
+    core.train_from_iterator(
+        [r["prompt"] + r["completion"] for r in rows],
+        trainers.BpeTrainer(
+            vocab_size=1024, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=128, n_layer=5, n_head=4, n_positions=256))
     return model.eval(), tok, "tiny random GPT-2 (bundled model not found)"
@@ -122,8 +126,9 @@ def main(argv=None):
 
     from sftviz import widgets as W
 
-    lpx = W.LogProbExplorer(model, tok, prompt=ex.source["prompt"], completion=ex.source["completion"], data=[],
-                            max_length=args.tokens)
+    lpx = W.LogProbExplorer(
+        model, tok, prompt=ex.source["prompt"], completion=ex.source["completion"], data=[], max_length=args.tokens
+    )
     texts = [ex.source["completion"], ex.source["completion"] + " "]
     state = {"i": 0}
 
@@ -143,8 +148,10 @@ def main(argv=None):
         ("TokenView build + static fallback", token_view, False),
     ]
     load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    head = (f"model {name}; {len(ex)} tokens; device {args.device}; torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads; load average {load_avg}; median of {args.repeats} runs after 5 warm-up runs")
+    head = (
+        f"model {name}; {len(ex)} tokens; device {args.device}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; load average {load_avg}; median of {args.repeats} runs after 5 warm-up runs"
+    )
     print("sftviz view latency: " + head)
     print(f"target: score + render <= {TARGET_MS:.0f} ms (a busy machine inflates medians: compare with the min)\n")
     print(f"{'what':44s} {'median ms':>10s} {'min':>8s} {'max':>8s} {'x forward':>10s}  verdict")
@@ -162,21 +169,24 @@ def main(argv=None):
             worst = max(worst, med)
         print(f"{label:44s} {med:10.2f} {lo:8.2f} {hi:8.2f} {med / ref:10.1f}  {verdict}")
         table_rows.append((label, f"{med:.2f}", f"{lo:.2f}", f"{hi:.2f}", f"{med / ref:.1f}", verdict or "-"))
-    summary = (f"score + render: {worst:.1f} ms median against a {TARGET_MS:.0f} ms target: "
-               + ("within target." if worst <= TARGET_MS else "ABOVE target."))
+    summary = f"score + render: {worst:.1f} ms median against a {TARGET_MS:.0f} ms target: " + (
+        "within target." if worst <= TARGET_MS else "ABOVE target."
+    )
     print("\n" + summary)
     if _common is not None and not args.no_write:
-        body = "\n".join([
-            "## Views: scoring + rendering latency (`bench/bench_views.py`)",
-            "",
-            "Machine: " + _common.machine_line(_common.machine()),
-            "",
-            head + ".",
-            "",
-            _common.table(["what", "median ms", "min ms", "max ms", "x forward pass", "verdict"], table_rows),
-            "",
-            summary,
-        ])
+        body = "\n".join(
+            [
+                "## Views: scoring + rendering latency (`bench/bench_views.py`)",
+                "",
+                "Machine: " + _common.machine_line(_common.machine()),
+                "",
+                head + ".",
+                "",
+                _common.table(["what", "median ms", "min ms", "max ms", "x forward pass", "verdict"], table_rows),
+                "",
+                summary,
+            ]
+        )
         _common.write_section("bench_views", body)
         print(f"written to {_common.RESULTS}")
     return 0 if worst <= TARGET_MS else 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
-import _common as C  # noqa: I001
+import _common as C
 
 from sftviz.datasets import load_dataset
 from sftviz.faults import FAULTS
@@ -36,19 +36,35 @@ def main():
         kw = {"batch_size": 8, "grad_accum": 2} if fault == "accum_mean_of_means" else {"batch_size": 16}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            run = finetune(model, tok, train, "completion", steps=a.steps, lr=1e-3, seed=0, device="cpu", fault=fault,
-                           eval_data=held, eval_every=None, eval_examples=len(held), progress=False, **kw)
+            run = finetune(
+                model,
+                tok,
+                train,
+                "completion",
+                steps=a.steps,
+                lr=1e-3,
+                seed=0,
+                device="cpu",
+                fault=fault,
+                eval_data=held,
+                eval_every=None,
+                eval_examples=len(held),
+                progress=False,
+                **kw,
+            )
         h, e = run.history, run.evals[-1]
-        rows.append([
-            fault or "none (correct)",
-            f"{h[0]['loss']:.2f} -> {h[-1]['loss']:.2f}",
-            f"{h[0]['completion_nll']:.2f} -> {h[-1]['completion_nll']:.2f}",
-            f"{h[0]['prompt_nll']:.2f} -> {h[-1]['prompt_nll']:.2f}",
-            f"{e['cond_logprob_per_token']:.2f}",
-            f"{e['exact_match']:.0%}",
-            f"{e['stop_rate']:.0%}",
-            "`" + repr(e["samples"][0]["generated"])[:60].replace("|", "\\|") + "`",
-        ])
+        rows.append(
+            [
+                fault or "none (correct)",
+                f"{h[0]['loss']:.2f} -> {h[-1]['loss']:.2f}",
+                f"{h[0]['completion_nll']:.2f} -> {h[-1]['completion_nll']:.2f}",
+                f"{h[0]['prompt_nll']:.2f} -> {h[-1]['prompt_nll']:.2f}",
+                f"{e['cond_logprob_per_token']:.2f}",
+                f"{e['exact_match']:.0%}",
+                f"{e['stop_rate']:.0%}",
+                "`" + repr(e["samples"][0]["generated"])[:60].replace("|", "\\|") + "`",
+            ]
+        )
         print(rows[-1], flush=True)
     lines = [
         "## What each fault looks like (`python bench/faults_demo.py`)",
@@ -61,8 +77,19 @@ def main():
         "Pr(y|x) per token, greedy exact match, share of answers ending with EOS, and the answer to the first eval "
         "question (reference `' black.'`).",
         "",
-        C.table(["fault", "objective", "completion NLL", "prompt NLL", "eval log Pr(y|x)", "exact match", "stops with EOS",
-                 "first answer"], rows),
+        C.table(
+            [
+                "fault",
+                "objective",
+                "completion NLL",
+                "prompt NLL",
+                "eval log Pr(y|x)",
+                "exact match",
+                "stops with EOS",
+                "first answer",
+            ],
+            rows,
+        ),
     ]
     text = "\n".join(lines)
     print(text)

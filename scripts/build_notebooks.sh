@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${SFTVIZ_VENV:-.venv}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# One torch thread, as scripts/test.sh runs nbval: a long fine-tune's float32 sums depend on how the
+# work is split between threads, and after 150 steps that shows in the printed results.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 pattern="${1:-}"
 "$VENV/bin/python" scripts/notebook_links.py
 for src in notebooks/src/${pattern}*.py; do

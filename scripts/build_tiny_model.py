@@ -2,7 +2,7 @@
 
 Steps (every random choice comes from ``--seed``):
 
-1. make the fictional world (:mod:`sftviz.world`) and write the bundled data files to
+1. make the fictional world (``scripts/world.py``) and write the bundled data files to
    ``sftviz/assets/data/``;
 2. train a byte-level BPE tokenizer on the pretraining corpus and wrap it as a
    ``PreTrainedTokenizerFast`` with BOS/EOS/PAD and chat special tokens and a chat template;
@@ -34,11 +34,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))                    # so that `import sftviz.world` works from a checkout
-sys.path.insert(0, str(Path(__file__).parent))   # so that `import sft_check` works
+sys.path.insert(0, str(Path(__file__).parent))  # scripts/: `import world` and `import sft_check`
 
 import torch  # noqa: E402
-from sftviz import world as W  # noqa: E402
+import world as W  # noqa: E402
 from sft_check import CARD_BEGIN, CARD_END, exact_match, load_jsonl  # noqa: E402
 
 MODEL_DIR = ROOT / "sftviz" / "assets" / "sftviz-tiny"
@@ -46,7 +45,7 @@ DATA_DIR = ROOT / "sftviz" / "assets" / "data"
 
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
 CHAT_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
-SPECIAL_TOKENS = [PAD, BOS, EOS] + CHAT_TOKENS   # ids 0..6 in this order
+SPECIAL_TOKENS = [PAD, BOS, EOS] + CHAT_TOKENS  # ids 0..6 in this order
 
 #: Jinja chat template: BOS, then <|role|>content<|end|> per message, then <|assistant|> if asked.
 CHAT_TEMPLATE = (
@@ -68,6 +67,7 @@ DIGIT_SPLIT = r" ?\p{N}"
 # ---------------------------------------------------------------------------------------------
 # 1. data
 # ---------------------------------------------------------------------------------------------
+
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as f:
@@ -92,13 +92,20 @@ def make_data(seed: int, n_docs: int, n_heldout: int) -> dict:
     for name, rows in files.items():
         write_jsonl(DATA_DIR / name, rows)
     (DATA_DIR / "heldout-corpus.txt").write_text("\n".join(heldout) + "\n", encoding="utf-8")
-    return {"world": world, "corpus": corpus, "heldout": heldout, "train_products": train_p,
-            "eval_products": eval_p, "files": files}
+    return {
+        "world": world,
+        "corpus": corpus,
+        "heldout": heldout,
+        "train_products": train_p,
+        "eval_products": eval_p,
+        "files": files,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # 2. tokenizer
 # ---------------------------------------------------------------------------------------------
+
 
 def train_tokenizer(corpus: list[str], vocab_size: int):
     """Byte-level BPE trained on ``corpus``, wrapped as a ``PreTrainedTokenizerFast``."""
@@ -106,19 +113,32 @@ def train_tokenizer(corpus: list[str], vocab_size: int):
     from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(DIGIT_SPLIT), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(DIGIT_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     tk.decoder = decoders.ByteLevel()
     # No post-processor: the tokenizer never adds BOS/EOS by itself; sftviz adds them explicitly.
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=2,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        min_frequency=2,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tk.train_from_iterator(corpus, trainer)
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-        additional_special_tokens=CHAT_TOKENS, model_max_length=256, padding_side="right",
-        add_prefix_space=False, clean_up_tokenization_spaces=False,
+        tokenizer_object=tk,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        additional_special_tokens=CHAT_TOKENS,
+        model_max_length=256,
+        padding_side="right",
+        add_prefix_space=False,
+        clean_up_tokenization_spaces=False,
     )
     tok.chat_template = CHAT_TEMPLATE
     return tok
@@ -151,8 +171,11 @@ def check_tokenizer(tok) -> None:
     assert tok.bos_token_id not in ids and tok.eos_token_id not in ids
     ids = [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
     assert ids == list(range(len(SPECIAL_TOKENS))), ids
-    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
-            {"role": "assistant", "content": "Hello."}]
+    msgs = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+    ]
     text = tok.apply_chat_template(msgs, tokenize=False)
     assert text == "<|bos|><|system|>Be brief.<|end|><|user|>Hi?<|end|><|assistant|>Hello.<|end|>", text
     chat_ids = tok.apply_chat_template(msgs, tokenize=True)
@@ -165,6 +188,7 @@ def check_tokenizer(tok) -> None:
 # ---------------------------------------------------------------------------------------------
 # 3. pretraining
 # ---------------------------------------------------------------------------------------------
+
 
 def pack_documents(tok, docs: list[str], block: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pack ``<|bos|> doc <|eos|>`` documents whole into blocks of ``block`` tokens.
@@ -196,8 +220,18 @@ def pack_documents(tok, docs: list[str], block: int, seed: int) -> tuple[torch.T
     return x, y
 
 
-def pretrain(model, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, lr: float,
-             warmup: int, seed: int, pad_id: int, log_every: int = 100) -> dict:
+def pretrain(
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    warmup: int,
+    seed: int,
+    pad_id: int,
+    log_every: int = 100,
+) -> dict:
     """AdamW with linear warmup and cosine decay to 10% of ``lr``, grad clip 1.0."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -231,8 +265,10 @@ def pretrain(model, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: in
         if (step + 1) % log_every == 0 or step == 0 or step + 1 == steps:
             recent = sum(losses[-log_every:]) / len(losses[-log_every:])
             log.append((step + 1, recent, time.time() - t0))
-            print(f"step {step + 1:5d}/{steps}  loss {recent:.3f}  lr {lr_at(step):.2e}  "
-                  f"{time.time() - t0:6.1f} s", flush=True)
+            print(
+                f"step {step + 1:5d}/{steps}  loss {recent:.3f}  lr {lr_at(step):.2e}  {time.time() - t0:6.1f} s",
+                flush=True,
+            )
     model.eval()
     return {"losses": losses, "log": log, "seconds": time.time() - t0}
 
@@ -240,6 +276,7 @@ def pretrain(model, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: in
 # ---------------------------------------------------------------------------------------------
 # 5. evaluation (on the model and tokenizer as reloaded from disk)
 # ---------------------------------------------------------------------------------------------
+
 
 @torch.no_grad()
 def continuation_logprobs(model, tok, pairs: list[tuple[str, str]], batch_size: int = 64) -> list[float]:
@@ -249,7 +286,7 @@ def continuation_logprobs(model, tok, pairs: list[tuple[str, str]], batch_size: 
     """
     out = []
     for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+        chunk = pairs[start : start + batch_size]
         seqs, spans = [], []
         for ctx, cont in chunk:
             c = tok(ctx, add_special_tokens=False)["input_ids"]
@@ -262,7 +299,7 @@ def continuation_logprobs(model, tok, pairs: list[tuple[str, str]], batch_size: 
         logp = torch.log_softmax(model(input_ids=ids, attention_mask=att).logits.float(), -1)
         for i, (a, b) in enumerate(spans):
             targets = ids[i, a:b]
-            out.append(float(logp[i, a - 1:b - 1].gather(-1, targets[:, None]).sum()))
+            out.append(float(logp[i, a - 1 : b - 1].gather(-1, targets[:, None]).sum()))
     return out
 
 
@@ -281,8 +318,12 @@ def statement_accuracy(model, tok, items: list[dict]) -> dict:
     by_kind: dict[str, list[bool]] = {}
     for it, ok in zip(items, correct):
         by_kind.setdefault(it.get("kind", "?"), []).append(ok)
-    return {"n": len(items), "correct": sum(correct), "accuracy": sum(correct) / len(items),
-            "by_kind": {k: (sum(v), len(v)) for k, v in by_kind.items()}}
+    return {
+        "n": len(items),
+        "correct": sum(correct),
+        "accuracy": sum(correct) / len(items),
+        "by_kind": {k: (sum(v), len(v)) for k, v in by_kind.items()},
+    }
 
 
 @torch.no_grad()
@@ -290,8 +331,10 @@ def corpus_nll(model, tok, docs: list[str], batch_size: int = 64) -> dict:
     """Per-token NLL (nats) of ``<|bos|> doc <|eos|>`` documents: every token after BOS, EOS included."""
     total, count = 0.0, 0
     for start in range(0, len(docs), batch_size):
-        seqs = [[tok.bos_token_id] + tok(d, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-                for d in docs[start:start + batch_size]]
+        seqs = [
+            [tok.bos_token_id] + tok(d, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            for d in docs[start : start + batch_size]
+        ]
         width = max(map(len, seqs))
         ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s in seqs])
         att = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
@@ -307,6 +350,7 @@ def corpus_nll(model, tok, docs: list[str], batch_size: int = 64) -> dict:
 # ---------------------------------------------------------------------------------------------
 # model card
 # ---------------------------------------------------------------------------------------------
+
 
 def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
@@ -324,8 +368,11 @@ def write_card(info: dict) -> None:
     logv = math.log(cfg.vocab_size)
     files = sorted(f.name for f in MODEL_DIR.iterdir() if f.is_file() and f.name != "MODEL_CARD.md")
     ex = info["files"]["support-train.jsonl"][0]
-    chat_ex = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
-               {"role": "assistant", "content": "Hello."}]
+    chat_ex = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+    ]
     kinds = ", ".join(f"{k} {c}/{n}" for k, (c, n) in st["by_kind"].items())
     pre = info["pretrain"]
     curve = " -> ".join(f"{loss:.2f} (step {s})" for s, loss, _ in pre["log"][:: max(1, len(pre["log"]) // 6)])
@@ -367,9 +414,15 @@ def write_card(info: dict) -> None:
         "| special token | id | role |",
         "|---|---|---|",
     ]
-    roles = {PAD: "pad_token (distinct from EOS)", BOS: "bos_token", EOS: "eos_token",
-             "<|system|>": "chat: system turn", "<|user|>": "chat: user turn",
-             "<|assistant|>": "chat: assistant turn", "<|end|>": "chat: end of turn"}
+    roles = {
+        PAD: "pad_token (distinct from EOS)",
+        BOS: "bos_token",
+        EOS: "eos_token",
+        "<|system|>": "chat: system turn",
+        "<|user|>": "chat: user turn",
+        "<|assistant|>": "chat: assistant turn",
+        "<|end|>": "chat: end of turn",
+    }
     for t in SPECIAL_TOKENS:
         lines.append(f"| `{_cell(t)}` | {tok.convert_tokens_to_ids(t)} | {roles[t]} |")
     lines += [
@@ -386,8 +439,8 @@ def write_card(info: dict) -> None:
         "",
         "## Pretraining data",
         "",
-        f"`sftviz.world.make_world(seed={info['seed']})`: {len(info['world'].products)} products (price, colour, "
-        f"battery hours, warranty years), {len(info['world'].shop)} shop facts and "
+        f"`scripts/world.py`: `make_world(seed={info['seed']})`: {len(info['world'].products)} products "
+        f"(price, colour, battery hours, warranty years), {len(info['world'].shop)} shop facts and "
         f"{len(info['world'].general_facts)} general facts. "
         f"`pretraining_corpus(world, {info['n_docs']}, seed={info['seed']})`: {info['n_docs']:,} short prose "
         f"documents ({info['n_unique_docs']:,} distinct) stating 1-3 facts each, "
@@ -433,8 +486,10 @@ def write_card(info: dict) -> None:
         "|---|---|---|---|",
     ]
     for s in base["samples"]:
-        lines.append(f"| {_cell(s['question'])} | `{_cell(repr(s['reference']))}` | `{_cell(repr(s['model']))}` "
-                     f"| {s['stopped']} |")
+        lines.append(
+            f"| {_cell(s['question'])} | `{_cell(repr(s['reference']))}` | `{_cell(repr(s['model']))}` "
+            f"| {s['stopped']} |"
+        )
     lines += [
         "",
         "## Fine-tuning data (`sftviz/assets/data/`)",
@@ -487,6 +542,7 @@ def write_card(info: dict) -> None:
 
 # ---------------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
@@ -506,8 +562,7 @@ def main(argv: list[str] | None = None) -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, GPT2Config,
-                              GPT2LMHeadModel)
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, GPT2Config, GPT2LMHeadModel
 
     t_build = time.time()
     print("1/5 data", flush=True)
@@ -519,23 +574,35 @@ def main(argv: list[str] | None = None) -> None:
 
     print("3/5 pretraining", flush=True)
     x, y = pack_documents(tok, d["corpus"], args.block, seed=args.seed)
-    corpus_tokens = int((y != -100).sum()) - len(d["corpus"])   # minus one EOS per document
+    corpus_tokens = int((y != -100).sum()) - len(d["corpus"])  # minus one EOS per document
     config = GPT2Config(
-        vocab_size=len(tok), n_positions=256, n_embd=args.width, n_layer=args.layers, n_head=args.heads,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        vocab_size=len(tok),
+        n_positions=256,
+        n_embd=args.width,
+        n_layer=args.layers,
+        n_head=args.heads,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     torch.manual_seed(args.seed)
     model = GPT2LMHeadModel(config)
     load_before = os.getloadavg()[0]
-    pre = pretrain(model, x, y, args.steps, args.batch_size, args.lr, args.warmup, args.seed,
-                   pad_id=tok.pad_token_id)
+    pre = pretrain(model, x, y, args.steps, args.batch_size, args.lr, args.warmup, args.seed, pad_id=tok.pad_token_id)
 
     load_after = os.getloadavg()[0]
     print("4/5 save", flush=True)
     model.generation_config = GenerationConfig(
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        do_sample=False, max_new_tokens=32)
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        do_sample=False,
+        max_new_tokens=32,
+    )
     # Write into a fresh temporary folder, then move the files in one by one (each move is atomic),
     # and drop stale files: anyone loading the model meanwhile sees old or new files, never none.
     tmp = MODEL_DIR.with_name(MODEL_DIR.name + ".tmp")
@@ -546,7 +613,7 @@ def main(argv: list[str] | None = None) -> None:
     MODEL_DIR.mkdir(parents=True, exist_ok=True)
     written = {f.name for f in tmp.iterdir()}
     for name in written:
-        os.chmod(tmp / name, 0o644)       # some writers create 0600 files
+        os.chmod(tmp / name, 0o644)  # some writers create 0600 files
         os.replace(tmp / name, MODEL_DIR / name)
     for f in MODEL_DIR.iterdir():
         if f.is_file() and f.name not in written | {"MODEL_CARD.md"}:
@@ -560,32 +627,52 @@ def main(argv: list[str] | None = None) -> None:
     heldout_nll = corpus_nll(model, tok, d["heldout"])
     statements = statement_accuracy(model, tok, d["files"]["heldout-statements.jsonl"])
     base_em = exact_match(model, tok, load_jsonl(DATA_DIR / "support-eval.jsonl"))
-    print(f"held-out NLL {heldout_nll['nll']:.3f} (log V {math.log(len(tok)):.3f}); statements "
-          f"{statements['correct']}/{statements['n']} {statements['by_kind']}; base EM "
-          f"{base_em['exact']}/{base_em['n']}", flush=True)
+    print(
+        f"held-out NLL {heldout_nll['nll']:.3f} (log V {math.log(len(tok)):.3f}); statements "
+        f"{statements['correct']}/{statements['n']} {statements['by_kind']}; base EM "
+        f"{base_em['exact']}/{base_em['n']}",
+        flush=True,
+    )
     ex = d["files"]["support-train.jsonl"][0]
     example_text = "The Zephyr Kettle costs 149 dollars."
     info = {
-        "config": model.config, "tok": tok, "seed": args.seed, "world": d["world"], "n_docs": args.docs,
-        "n_unique_docs": len(set(d["corpus"])), "corpus_tokens": corpus_tokens, "n_blocks": len(x),
-        "block": args.block, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-        "warmup": args.warmup, "pretrain": pre, "heldout": d["heldout"], "heldout_nll": heldout_nll,
-        "statements": statements, "base_em": base_em, "files": d["files"],
-        "train_products": d["train_products"], "eval_products": d["eval_products"],
+        "config": model.config,
+        "tok": tok,
+        "seed": args.seed,
+        "world": d["world"],
+        "n_docs": args.docs,
+        "n_unique_docs": len(set(d["corpus"])),
+        "corpus_tokens": corpus_tokens,
+        "n_blocks": len(x),
+        "block": args.block,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "warmup": args.warmup,
+        "pretrain": pre,
+        "heldout": d["heldout"],
+        "heldout_nll": heldout_nll,
+        "statements": statements,
+        "base_em": base_em,
+        "files": d["files"],
+        "train_products": d["train_products"],
+        "eval_products": d["eval_products"],
         "n_params": sum(p.numel() for p in model.parameters()),
         "transformers": transformers.__version__,
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}, `nproc` = {os.cpu_count()}), "
-                   f"torch {torch.__version__}, torch threads: {torch.get_num_threads()}; 1-minute load "
-                   f"average {load_before:.1f} before and {load_after:.1f} after pretraining (this job "
-                   f"accounts for about {torch.get_num_threads()}; the rest is other work on the machine)",
+        f"torch {torch.__version__}, torch threads: {torch.get_num_threads()}; 1-minute load "
+        f"average {load_before:.1f} before and {load_after:.1f} after pretraining (this job "
+        f"accounts for about {torch.get_num_threads()}; the rest is other work on the machine)",
         "tok_example": (example_text, " ".join(f"`{t}`" for t in tok.tokenize(example_text))),
         "ex_prompt_tokens": len(tok(ex["prompt"])["input_ids"]),
         "ex_completion_tokens": len(tok(ex["completion"])["input_ids"]),
         "build_seconds": time.time() - t_build,
     }
     write_card(info)
-    print(f"wrote {MODEL_DIR} ({folder_size(MODEL_DIR) / 1e6:.2f} MB) in {(time.time() - t_build) / 60:.1f} min",
-          flush=True)
+    print(
+        f"wrote {MODEL_DIR} ({folder_size(MODEL_DIR) / 1e6:.2f} MB) in {(time.time() - t_build) / 60:.1f} min",
+        flush=True,
+    )
 
     if not args.skip_sft_check:
         subprocess.run([sys.executable, str(Path(__file__).parent / "sft_check.py")], check=True)

@@ -8,6 +8,10 @@ the widget, typing rescores, too-long text shows an error and keeps the text, St
 hostile text stays text). Screenshots of each widget go to ``--shots`` (default docs/img), as small
 palette PNGs.
 
+JupyterLab and Chromium are started, driven and shut down by ``tests/browser/harness.py``, the same
+harness the browser tests use (fresh temporary folders, a free port and a random token, headless
+system Chromium with a fresh profile, everything ended at exit, kernels included).
+
 Needs: ``apt-get install -y chromium`` and ``pip install playwright`` (never ``playwright install``).
 
     python scripts/check_widgets_browser.py                 # checks + screenshots into docs/img
@@ -17,19 +21,16 @@ Needs: ``apt-get install -y chromium`` and ``pip install playwright`` (never ``p
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+sys.path.insert(0, str(ROOT / "tests" / "browser"))  # the browser harness, shared with the browser tests
+
+import harness as H  # noqa: E402
+
+# With the file browser collapsed (the harness does that), outputs are 748 px wide: the screenshots in docs/img.
+VIEWPORT = {"width": 928, "height": 1000}
 CELLS = [
     """import sftviz as sv
 from sftviz import widgets as W
@@ -59,31 +60,6 @@ def write_notebook(folder: Path) -> str:
     return "widgets.ipynb"
 
 
-def start_lab(folder: Path, tmp: Path, port: int, token: str):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    for k in ("JUPYTER_RUNTIME_DIR", "JUPYTERLAB_WORKSPACES_DIR", "JUPYTERLAB_SETTINGS_DIR", "JUPYTER_CONFIG_DIR"):
-        (tmp / k).mkdir()
-        env[k] = str(tmp / k)
-    s = tmp / "JUPYTERLAB_SETTINGS_DIR" / "@jupyterlab" / "apputils-extension"
-    s.mkdir(parents=True)
-    (s / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}", "--LabApp.expose_app_in_browser=True",
-           "--ServerApp.port_retries=0"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")
-    log = open(tmp / "lab.log", "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=1)
-            return proc
-        except Exception:
-            time.sleep(0.5)
-    raise SystemExit(f"JupyterLab did not start; see {tmp / 'lab.log'}")
-
-
 def small_png(path: Path, max_height: int | None = None, colours: int = 96):
     """Shrink a screenshot: optional crop, then a palette PNG."""
     try:
@@ -99,19 +75,24 @@ def small_png(path: Path, max_height: int | None = None, colours: int = 96):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Check the widgets in JupyterLab + headless Chromium; take screenshots.")
     ap.add_argument("--shots", default=str(ROOT / "docs" / "img"))
-    ap.add_argument("--port", type=int, default=8899)
-    ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--port", type=int, default=0, help="JupyterLab's port (default: a free one)")
+    ap.add_argument(
+        "--chromium",
+        default=None,
+        help="the Chromium executable (default: $SFTVIZ_CHROMIUM, chromium on PATH, /usr/bin/chromium)",
+    )
     args = ap.parse_args(argv)
-    from playwright.sync_api import sync_playwright
+    chromium = args.chromium or H.find_chromium()
+    missing = H.browser_missing(chromium)
+    if missing is not None:
+        print(f"cannot run: {missing}", file=sys.stderr)
+        return 2
 
     shots = Path(args.shots)
     shots.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="sftviz-lab-"))
-    folder = tmp / "nb"
-    folder.mkdir()
-    nb_name = write_notebook(folder)
-    token = "sftviz-check"
-    lab = start_lab(folder, tmp, args.port, token)
+    budget = H.Budget.from_env("SFTVIZ_CHECK_BUDGET_S", 900)  # the harness's own waits, all together
+    lab = H.Lab(budget)  # fresh temporary folders; started below
+    browser = H.Chromium(chromium, viewport=VIEWPORT)
     failures = []
 
     def check(name, cond, detail=""):
@@ -120,21 +101,14 @@ def main(argv=None) -> int:
             failures.append(name)
 
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1180, "height": 1000})
-            dialogs, errors = [], []
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"http://127.0.0.1:{args.port}/lab/tree/{nb_name}?reset&token={token}")
-            page.wait_for_function(
-                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
-                " return k && k.connectionStatus === 'connected'; }", timeout=120000)
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            page.wait_for_function(
-                "() => { const p=[...document.querySelectorAll('.jp-InputArea-prompt')].map(e=>e.textContent);"
-                " return p.length>0 && p.every(t => !t.includes('*') && /\\[\\d+\\]/.test(t)); }", timeout=300000)
+        nb_name = write_notebook(lab.root)
+        lab.start(port=args.port or None)
+        with browser:
+            view = H.NotebookPage(browser.page(), lab, budget, shots)
+            page = view.page
+            dialogs, errors = view.dialogs, view.page_errors  # both recorded by the harness
+            view.open_notebook(nb_name)  # fresh workspace, kernel connected, Run All
+            view.wait_cells_run(timeout=300)
             page.wait_for_timeout(2500)
             cells = page.locator(".jp-Notebook .jp-CodeCell")
 
@@ -154,30 +128,44 @@ def main(argv=None) -> int:
             # TokenView
             tv = out(1)
             n_tok = tv.locator(".sftviz-tok[data-sftviz-role='token']").count()
-            n_attr = tv.locator(".sftviz-tok[data-sftviz-role='token'][data-sftviz-segment][data-sftviz-trained]").count()
+            n_attr = tv.locator(
+                ".sftviz-tok[data-sftviz-role='token'][data-sftviz-segment][data-sftviz-trained]"
+            ).count()
             check("token view renders the tokens", n_tok > 10 and n_attr == n_tok, n_tok)
-            check("tokens carry data-sftviz-segment and data-sftviz-trained",
-                  tv.locator(".sftviz-tok[data-sftviz-segment='prompt'][data-sftviz-trained='false']").count() > 0
-                  and tv.locator(".sftviz-tok[data-sftviz-segment='completion'][data-sftviz-trained='true']").count() > 0)
+            check(
+                "tokens carry data-sftviz-segment and data-sftviz-trained",
+                tv.locator(".sftviz-tok[data-sftviz-segment='prompt'][data-sftviz-trained='false']").count() > 0
+                and tv.locator(".sftviz-tok[data-sftviz-segment='completion'][data-sftviz-trained='true']").count() > 0,
+            )
             shot(1, "token_view")
             before = tv.locator(".sftviz-summary").inner_text()
             t5 = tv.locator(".sftviz-tok[data-sftviz-position='5']")
             t5.hover()
             page.wait_for_timeout(300)
             tip = tv.locator(".sftviz-tip")
-            check("hover shows the tooltip with the shift", tip.is_visible() and "predicted from position 4" in tip.inner_text())
+            check(
+                "hover shows the tooltip with the shift",
+                tip.is_visible() and "predicted from position 4" in tip.inner_text(),
+            )
             shot(1, "token_view_hover")
             t5.click()
             page.wait_for_function(
                 "() => document.querySelectorAll('.jp-CodeCell')[1].querySelector(\".sftviz-tok[data-sftviz-position='5']\")"
-                ".dataset.sftvizTrained === 'true'", timeout=10000)
+                ".dataset.sftvizTrained === 'true'",
+                timeout=10000,
+            )
             check("a click toggles the token through Python", tv.locator(".sftviz-summary").inner_text() != before)
             tv.locator(".sftviz-tok[data-sftviz-position='0']").click()
             page.wait_for_timeout(1200)
             err = tv.locator(".sftviz-error:not(.sftviz-hidden)")
-            check("position 0 is refused with an error in the widget", err.count() == 1 and "Position 0" in err.inner_text())
-            check("position 0 stays masked",
-                  tv.locator(".sftviz-tok[data-sftviz-position='0']").get_attribute("data-sftviz-trained") == "false")
+            check(
+                "position 0 is refused with an error in the widget",
+                err.count() == 1 and "Position 0" in err.inner_text(),
+            )
+            check(
+                "position 0 stays masked",
+                tv.locator(".sftviz-tok[data-sftviz-position='0']").get_attribute("data-sftviz-trained") == "false",
+            )
             shot(2, "token_view_shifted")
             # LogProbExplorer
             lp = out(3)
@@ -194,7 +182,10 @@ def main(argv=None) -> int:
             box.fill(long_text)
             page.wait_for_timeout(2000)
             lerr = lp.locator(".sftviz-error:not(.sftviz-hidden)")
-            check("too-long text: error inside the widget", lerr.count() >= 1 and "reads at most" in lerr.first.inner_text())
+            check(
+                "too-long text: error inside the widget",
+                lerr.count() >= 1 and "reads at most" in lerr.first.inner_text(),
+            )
             check("too-long text: the text is kept", box.input_value() == long_text)
             shot(3, "logprob_explorer_error", max_height=420)
             # GradientView
@@ -226,11 +217,16 @@ def main(argv=None) -> int:
             lab_out.locator("select").first.select_option(label="prompt-loss weight")
             run_and_wait(3, stop_after=2500)
             text = page.evaluate(status)
-            npts = page.evaluate("() => document.querySelectorAll('.jp-CodeCell')[6].querySelector('.js-plotly-plot')"
-                                 ".data.map(t => (t.x || []).length)")
+            npts = page.evaluate(
+                "() => document.querySelectorAll('.jp-CodeCell')[6].querySelector('.js-plotly-plot')"
+                ".data.map(t => (t.x || []).length)"
+            )
             check("three runs overlaid", len(npts) == 18 and min(npts[:6]) > 0, npts)
-            check("the stopped run keeps its curves", "#3" in text and ("stopped" in text or "finished" in text) and npts[12] > 0,
-                  text)
+            check(
+                "the stopped run keeps its curves",
+                "#3" in text and ("stopped" in text or "finished" in text) and npts[12] > 0,
+                text,
+            )
             shot(6, "masking_lab")
             # escaping
             hv = out(7)
@@ -239,14 +235,17 @@ def main(argv=None) -> int:
             check("hostile text shown as text", "onerror=alert(1)" in hv.inner_text())
             shot(7, "escaping")
             shot(8, "token_view_chat")
-            check("no page errors from the widgets", not [e for e in errors if "sftviz" in e or "anywidget" in e], errors[:3])
-            browser.close()
+            check(
+                "no page errors from the widgets",
+                not [e for e in errors if "sftviz" in e or "anywidget" in e],
+                errors[:3],
+            )
+    except BaseException:
+        print(f"JupyterLab log tail:\n{H.tail(lab.log_path)}", file=sys.stderr)
+        raise
     finally:
-        os.killpg(lab.pid, signal.SIGTERM)
-        try:
-            lab.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(lab.pid, signal.SIGKILL)
+        browser.close()  # Chromium and its profile (again, if the `with` already did)
+        lab.close()  # JupyterLab, its process group, its kernels and its folders
     print(f"screenshots in {shots}")
     print("FAILURES: " + (", ".join(failures) if failures else "none"))
     return 1 if failures else 0

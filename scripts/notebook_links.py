@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "notebooks" / "src"
@@ -41,7 +42,7 @@ def rewrite(text: str, repo: str, notebook: str) -> str:
     if lines[title + 2].startswith("# [![Open In Colab]"):
         lines[title + 2] = badge_line(repo, notebook)
     else:
-        lines[title + 1:title + 1] = ["#", badge_line(repo, notebook)]
+        lines[title + 1 : title + 1] = ["#", badge_line(repo, notebook)]
     text = "\n".join(lines)
     source = f'SFTVIZ_SOURCE = "git+{repo}"  # written from pyproject.toml by scripts/build_notebooks.sh'
     text, n = re.subn(r"^SFTVIZ_SOURCE = .*$", source, text, count=1, flags=re.M)
@@ -61,7 +62,9 @@ def main(argv: list[str]) -> int:
             if "--check" not in argv:
                 path.write_text(new, encoding="utf-8")
     if "--check" in argv and stale:
-        print(f"out of date with pyproject.toml's repository ({repo}): {', '.join(stale)}; run scripts/build_notebooks.sh")
+        print(
+            f"out of date with pyproject.toml's repository ({repo}): {', '.join(stale)}; run scripts/build_notebooks.sh"
+        )
         return 1
     return 0
 

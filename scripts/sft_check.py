@@ -61,13 +61,17 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
         input_ids.append(ids + [pad_id] * n_pad)
         labels.append(lab + [-100] * n_pad)
         attention.append([1] * len(ids) + [0] * n_pad)
-    return {"input_ids": torch.tensor(input_ids), "labels": torch.tensor(labels),
-            "attention_mask": torch.tensor(attention)}
+    return {
+        "input_ids": torch.tensor(input_ids),
+        "labels": torch.tensor(labels),
+        "attention_mask": torch.tensor(attention),
+    }
 
 
 @torch.no_grad()
-def greedy_answers(model, tok, prompts: list[str], max_new_tokens: int = 12,
-                   batch_size: int = 64) -> list[tuple[str, bool]]:
+def greedy_answers(
+    model, tok, prompts: list[str], max_new_tokens: int = 12, batch_size: int = 64
+) -> list[tuple[str, bool]]:
     """Greedy-decode from ``[BOS] + prompt ids`` until EOS or ``max_new_tokens``, for each prompt.
 
     Returns, per prompt, the decoded new text (EOS excluded) and whether the model stopped with EOS.
@@ -82,7 +86,7 @@ def greedy_answers(model, tok, prompts: list[str], max_new_tokens: int = 12,
     results: list[tuple[str, bool]] = [("", False)] * len(prompts)
     for group in by_length.values():
         for start in range(0, len(group), batch_size):
-            rows = group[start:start + batch_size]
+            rows = group[start : start + batch_size]
             x = torch.tensor([encoded[i] for i in rows], device=device)
             new: list[list[int]] = [[] for _ in rows]
             stopped = [False] * len(rows)
@@ -91,7 +95,7 @@ def greedy_answers(model, tok, prompts: list[str], max_new_tokens: int = 12,
                 nxt = model(input_ids=x).logits[:, -1].argmax(-1)
                 for j, t in enumerate(nxt.tolist()):
                     if stopped[j]:
-                        continue              # finished rows keep running but are ignored
+                        continue  # finished rows keep running but are ignored
                     if t == tok.eos_token_id:
                         stopped[j] = True
                     else:
@@ -122,15 +126,35 @@ def exact_match(model, tok, rows: list[dict], max_new_tokens: int = 12) -> dict:
         hits += stopped and text.strip() == ref
         starts += text.strip().startswith(ref)
         if len(samples) < 5:
-            samples.append({"question": row["prompt"].rsplit("Customer: ", 1)[-1].split("\n")[0],
-                            "reference": row["completion"], "model": text, "stopped": stopped})
+            samples.append(
+                {
+                    "question": row["prompt"].rsplit("Customer: ", 1)[-1].split("\n")[0],
+                    "reference": row["completion"],
+                    "model": text,
+                    "stopped": stopped,
+                }
+            )
     n = len(rows)
-    return {"n": n, "exact": hits, "exact_rate": hits / n, "starts_right": starts,
-            "starts_right_rate": starts / n, "samples": samples}
+    return {
+        "n": n,
+        "exact": hits,
+        "exact_rate": hits / n,
+        "starts_right": starts,
+        "starts_right_rate": starts / n,
+        "samples": samples,
+    }
 
 
-def finetune(model, tok, rows: list[dict], steps: int = 300, batch_size: int = 16, lr: float = 3e-4,
-             warmup: int = 20, seed: int = 0) -> list[float]:
+def finetune(
+    model,
+    tok,
+    rows: list[dict],
+    steps: int = 300,
+    batch_size: int = 16,
+    lr: float = 3e-4,
+    warmup: int = 20,
+    seed: int = 0,
+) -> list[float]:
     """Completion-only SFT with AdamW, linear warmup then cosine decay, grad clip 1.0.
 
     Batches are drawn epoch by epoch from a permutation made with ``torch.Generator`` seeded by
@@ -202,8 +226,11 @@ def card_section(res: dict) -> str:
         "",
         "The eval questions are about products that occur in no fine-tuning row; their facts were only "
         "in the pretraining prose"
-        + (". SFT taught the format, pretraining supplied the knowledge." if a["eval"]["exact_rate"] > 0.5
-           else ": fewer than half were answered exactly, so this fine-tune did not transfer well."),
+        + (
+            ". SFT taught the format, pretraining supplied the knowledge."
+            if a["eval"]["exact_rate"] > 0.5
+            else ": fewer than half were answered exactly, so this fine-tune did not transfer well."
+        ),
         "",
         "Sample eval answers after SFT:",
         "",
@@ -252,32 +279,53 @@ def main(argv: list[str] | None = None) -> dict:
     train = load_jsonl(args.data / "support-train.jsonl")
     evals = load_jsonl(args.data / "support-eval.jsonl")
 
-    before = {"eval": exact_match(model, tok, evals, args.max_new_tokens),
-              "train": exact_match(model, tok, train, args.max_new_tokens)}
-    print(f"before SFT: eval {_pct(before['eval']['exact'], len(evals))}, "
-          f"train {_pct(before['train']['exact'], len(train))}", flush=True)
+    before = {
+        "eval": exact_match(model, tok, evals, args.max_new_tokens),
+        "train": exact_match(model, tok, train, args.max_new_tokens),
+    }
+    print(
+        f"before SFT: eval {_pct(before['eval']['exact'], len(evals))}, "
+        f"train {_pct(before['train']['exact'], len(train))}",
+        flush=True,
+    )
 
     t1 = time.time()
-    losses = finetune(model, tok, train, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      warmup=args.warmup, seed=args.seed)
+    losses = finetune(
+        model, tok, train, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=args.seed
+    )
     train_seconds = time.time() - t1
-    after = {"eval": exact_match(model, tok, evals, args.max_new_tokens),
-             "train": exact_match(model, tok, train, args.max_new_tokens)}
-    print(f"after SFT:  eval {_pct(after['eval']['exact'], len(evals))}, "
-          f"train {_pct(after['train']['exact'], len(train))}; "
-          f"loss {losses[0]:.3f} -> {sum(losses[-20:]) / 20:.3f}; {train_seconds:.1f} s", flush=True)
+    after = {
+        "eval": exact_match(model, tok, evals, args.max_new_tokens),
+        "train": exact_match(model, tok, train, args.max_new_tokens),
+    }
+    print(
+        f"after SFT:  eval {_pct(after['eval']['exact'], len(evals))}, "
+        f"train {_pct(after['train']['exact'], len(train))}; "
+        f"loss {losses[0]:.3f} -> {sum(losses[-20:]) / 20:.3f}; {train_seconds:.1f} s",
+        flush=True,
+    )
 
     # Product names are two capitalised words after "the" in the question (only used for a count).
     questions = [r["prompt"].rsplit("Customer:", 1)[-1] for r in train]
     n_train_products = len({m for q in questions for m in re.findall(r"the ([A-Z][a-z]+ [A-Z][a-z]+)", q)})
-    res = {"before": before, "after": after, "losses": losses, "steps": args.steps,
-           "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup, "seed": args.seed,
-           "max_new_tokens": args.max_new_tokens, "n_train": len(train),
-           "n_train_products": n_train_products, "train_seconds": train_seconds,
-           "total_seconds": time.time() - t0,
-           "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}, "
-                      f"torch threads: {torch.get_num_threads()}, "
-                      f"{'CUDA' if next(model.parameters()).is_cuda else 'CPU'}"}
+    res = {
+        "before": before,
+        "after": after,
+        "losses": losses,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "warmup": args.warmup,
+        "seed": args.seed,
+        "max_new_tokens": args.max_new_tokens,
+        "n_train": len(train),
+        "n_train_products": n_train_products,
+        "train_seconds": train_seconds,
+        "total_seconds": time.time() - t0,
+        "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}, "
+        f"torch threads: {torch.get_num_threads()}, "
+        f"{'CUDA' if next(model.parameters()).is_cuda else 'CPU'}",
+    }
     for s in after["eval"]["samples"]:
         print("  ", s)
     if not args.no_card:

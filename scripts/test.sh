@@ -4,7 +4,9 @@
 #        bash scripts/test.sh [pytest arguments]  only pytest on tests/ and notebooks/, with those arguments
 #
 # Everything is:
-#   1. pytest in the test environment (.venv, sftviz[course,test]): unit tests, the user-path tests
+#   0. ruff check and ruff format --check (lint and format, pyproject.toml's settings);
+#   1. pytest in the test environment (.venv, sftviz[course,test]): unit tests, the doctests of the
+#      package's docstrings, the user-path tests
 #      (student versions, nbgrader, jupytext, offline restarts, ipywidgets 7), strict nbval on the
 #      five notebooks with this CPU's own kernels, and the browser tests in JupyterLab + Chromium;
 #   2. at the same time, strict nbval in the course environment (.venv-course, sftviz[course] as
@@ -35,7 +37,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 NBVAL=(--nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-current-env)
 if [ $# -gt 0 ]; then
   echo "[sftviz] running pytest on tests and notebooks with: $*"
-  exec "$VENV/bin/python" -m pytest tests notebooks "${NBVAL[@]}" "$@"
+  exec "$VENV/bin/python" -m pytest tests sftviz notebooks "${NBVAL[@]}" "$@"
 fi
 
 # In the background, the course environment, made by the course command itself (torch first, at the
@@ -65,10 +67,14 @@ echo "[sftviz] background: set up $COURSE_VENV, then strict nbval there with por
 course_job > "$course_log" 2>&1 &
 course_pid=$!
 
-echo "[sftviz] running pytest on tests and notebooks (test environment, this CPU's kernels)"
+echo "[sftviz] ruff: lint and format (settings in pyproject.toml)"
 status=0
+"$VENV/bin/ruff" check . || status=$?
+"$VENV/bin/ruff" format --check . || status=$?
+
+echo "[sftviz] running pytest on tests, the package's doctests and the notebooks (test environment, this CPU's kernels)"
 SFTVIZ_COURSE_VENV="$COURSE_VENV" SFTVIZ_IPYWIDGETS7="$IPYW7" \
-  "$VENV/bin/python" -m pytest tests notebooks "${NBVAL[@]}" || status=$?
+  "$VENV/bin/python" -m pytest tests sftviz notebooks "${NBVAL[@]}" || status=$?
 
 course_status=0
 wait "$course_pid" || course_status=$?

@@ -1,52 +1,77 @@
 """sftviz: see supervised fine-tuning as language modelling on [prompt, completion].
 
 The core (this namespace) imports no widget or plotting library, so it runs in scripts, tests and
-inside Hugging Face ``Trainer``. Views live in ``sftviz.render``, ``sftviz.plots`` and ``sftviz.widgets``.
+inside Hugging Face ``Trainer``. Views live in ``sftviz.views`` (``sftviz.render`` and ``sftviz.plots``
+are their public names) and ``sftviz.widgets``.
 
     >>> import sftviz as sv
-    >>> model, tok = sv.load_model()                      # doctest: +SKIP
-    >>> ex = sv.build_example(tok, prompt="...", completion="...")   # doctest: +SKIP
-    >>> rep = sv.score(model, tok, example=ex)            # doctest: +SKIP
+    >>> model, tok = sv.load_model()
+    >>> ex = sv.build_example(tok, prompt="Q: What colour is the sky?\\nA:", completion=" blue")
+    >>> rep = sv.score(model, tok, example=ex)
+    >>> abs(rep.joint - (rep.marginal + rep.conditional)) < 1e-4
+    True
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _distribution_version
+
 from .collate import SFTCollator
-from .data import IGNORE_INDEX, BoundaryMergeWarning, BoundaryNote, Example, build_example, check_masking
+from .data import IGNORE_INDEX, BoundaryMergeWarning, BoundaryNote, Example, build_example
 from .datasets import load_dataset
+from .faults import FAULTS
+from .gradients import TokenGradients, token_gradients
 from .logprobs import LogProbCheck, ScoreReport, TokenScore, check_logprobs, score, score_batch
 from .loss import LossBreakdown, NothingToTrainWarning, loss_breakdown, sft_loss, supervised_head_loss, token_nll
 from .modeling import load_model, resolve_device
-from .faults import FAULTS
-from .runs import Run, load_run
-from .train import compare_masking, finetune
+from .train import (
+    CallbackError,
+    EvalRecord,
+    FinetuneConfig,
+    Run,
+    StepRecord,
+    TrainingDivergedWarning,
+    compare_masking,
+    finetune,
+    load_run,
+)
 
-__version__ = "0.1.0"
+try:
+    __version__ = _distribution_version("sftviz")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
+    "FAULTS",
     "IGNORE_INDEX",
     "BoundaryMergeWarning",
     "BoundaryNote",
-    "FAULTS",
-    "Run",
-    "compare_masking",
-    "finetune",
-    "load_run",
+    "CallbackError",
+    "EvalRecord",
     "Example",
+    "FinetuneConfig",
     "LogProbCheck",
     "LossBreakdown",
     "NothingToTrainWarning",
+    "Run",
     "SFTCollator",
     "ScoreReport",
+    "StepRecord",
+    "TokenGradients",
     "TokenScore",
+    "TrainingDivergedWarning",
     "build_example",
     "check_logprobs",
-    "check_masking",
+    "compare_masking",
+    "finetune",
     "load_dataset",
     "load_model",
+    "load_run",
     "loss_breakdown",
     "resolve_device",
     "score",
     "score_batch",
     "sft_loss",
     "supervised_head_loss",
+    "token_gradients",
     "token_nll",
 ]

@@ -18,6 +18,7 @@ import ctypes
 import os
 import platform
 import threading
+from collections.abc import Iterator
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 DURING = {M_MMAP_THRESHOLD: 1 << 30, M_TRIM_THRESHOLD: (1 << 31) - 1}
@@ -42,7 +43,7 @@ def _enabled() -> bool:
 
 
 @contextlib.contextmanager
-def reuse_large_buffers(active: bool = True):
+def reuse_large_buffers(active: bool = True) -> Iterator[None]:
     """Within this block, freed large CPU buffers stay in the heap for reuse (see the module docstring).
 
     Nested and concurrent blocks (several runs in threads) are counted: the thresholds are restored

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from .data import IGNORE_INDEX, Example, build_example, check_masking
+from .data import IGNORE_INDEX, Example, check_masking, to_example
 
 _REQUIRED = ("input_ids",)
 
@@ -37,14 +39,14 @@ class SFTCollator:
 
     def __init__(
         self,
-        tok,
-        masking="completion",
-        prompt_loss_weight=None,
+        tok: Any,
+        masking: str | float = "completion",
+        prompt_loss_weight: float | None = None,
         *,
-        max_length=None,
-        pad_to_multiple_of=None,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
         return_extras: bool = True,
-    ):
+    ) -> None:
         if tok is None or not hasattr(tok, "pad_token_id"):
             raise TypeError("SFTCollator needs a Hugging Face tokenizer as its first argument.")
         if tok.pad_token_id is None:
@@ -58,7 +60,9 @@ class SFTCollator:
             masking = prompt_loss_weight
         self.masking = check_masking(masking)
         if pad_to_multiple_of is not None and (
-            isinstance(pad_to_multiple_of, bool) or not isinstance(pad_to_multiple_of, numbers.Integral) or pad_to_multiple_of < 1
+            isinstance(pad_to_multiple_of, bool)
+            or not isinstance(pad_to_multiple_of, numbers.Integral)
+            or pad_to_multiple_of < 1
         ):
             raise ValueError("pad_to_multiple_of must be a positive integer or None.")
         self.tok = tok
@@ -66,45 +70,25 @@ class SFTCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.return_extras = bool(return_extras)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"SFTCollator(masking={self.masking!r}, pad_id={self.tok.pad_token_id})"
 
-    def example(self, feature, index=0) -> Example:
-        """Turn one feature into an :class:`Example` under this collator's masking."""
-        if isinstance(feature, Example):
-            if feature.masking == self.masking or feature.masking == "custom":
-                return feature
-            return feature.with_masking(self.masking)
-        if not isinstance(feature, dict):
-            raise TypeError(f"Feature {index} is a {type(feature).__name__}; expected an Example or a dict.")
-        if "messages" in feature:
-            return build_example(self.tok, messages=feature["messages"], masking=self.masking, max_length=self.max_length, warn=False)
-        if "prompt" in feature and "completion" in feature:
-            return build_example(
-                self.tok, prompt=feature["prompt"], completion=feature["completion"], masking=self.masking,
-                max_length=self.max_length, warn=False,
-            )
-        if "input_ids" in feature and "completion_mask" in feature:
-            ids = list(feature["input_ids"])
-            cmask = [int(v) for v in feature["completion_mask"]]
-            if len(cmask) != len(ids):
-                raise ValueError(f"Feature {index}: completion_mask has {len(cmask)} entries for {len(ids)} input_ids.")
-            pmask = [int(t > 0 and not cmask[t]) for t in range(len(ids))]
-            tmp = Example(ids, [IGNORE_INDEX] * len(ids), cmask, pmask, [""] * len(ids), [""] * len(ids), [0.0] * len(ids))
-            return tmp.with_masking(self.masking)
-        raise ValueError(
-            f"Feature {index} has keys {sorted(feature)}; expected 'prompt' and 'completion', 'messages', "
-            "or 'input_ids' with 'completion_mask'."
-        )
+    def example(self, feature: object, index: int = 0) -> Example:
+        """Turn one feature into an :class:`Example` under this collator's masking (see :func:`to_example`)."""
+        return to_example(self.tok, feature, masking=self.masking, where=f"Feature {index}", max_length=self.max_length)
 
-    def __call__(self, features) -> dict:
+    def __call__(self, features: list) -> dict[str, torch.Tensor]:
         if not isinstance(features, (list, tuple)) or not features:
             raise ValueError("SFTCollator needs a non-empty list of features.")
         examples = [self.example(f, i) for i, f in enumerate(features)]
-        return collate_examples(examples, self.tok.pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of, extras=self.return_extras)
+        return collate_examples(
+            examples, self.tok.pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of, extras=self.return_extras
+        )
 
 
-def collate_examples(examples, pad_id: int, *, pad_to_multiple_of=None, extras=True) -> dict:
+def collate_examples(
+    examples: Sequence[Example], pad_id: int, *, pad_to_multiple_of: int | None = None, extras: bool = True
+) -> dict[str, torch.Tensor]:
     """Right-pad a list of examples into tensors (see :class:`SFTCollator`)."""
     n = max(len(ex) for ex in examples)
     if pad_to_multiple_of:

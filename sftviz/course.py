@@ -21,9 +21,11 @@ same notebooks when it uses :data:`CODE_STUB` (the ``nbgrader`` command writes t
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CODE_STUB = "# YOUR CODE HERE"
@@ -39,7 +41,9 @@ _BLOCK = re.compile(r"^([ \t]*)### BEGIN SOLUTION[^\n]*\n.*?^[ \t]*### END SOLUT
 def strip_solutions(source: str, cell_type: str = "code") -> tuple:
     """Replace each solution block in ``source``; returns ``(new_source, number_of_blocks)``."""
     if source.count(BEGIN) != source.count(END):
-        raise ValueError(f"Unbalanced solution markers: {source.count(BEGIN)} BEGIN vs {source.count(END)} END in:\n{source[:200]}")
+        raise ValueError(
+            f"Unbalanced solution markers: {source.count(BEGIN)} BEGIN vs {source.count(END)} END in:\n{source[:200]}"
+        )
 
     def repl(m):
         indent = m.group(1)
@@ -50,7 +54,7 @@ def strip_solutions(source: str, cell_type: str = "code") -> tuple:
     return _BLOCK.subn(repl, source)
 
 
-def student_version(nb):
+def student_version(nb: Any) -> Any:
     """Return a copy of a notebook (nbformat node) with solutions and all outputs removed; also the
     number of solution blocks removed. Outputs go too: the instructor's run shows the answers."""
     import copy
@@ -77,7 +81,7 @@ def _notebook_paths(src: Path) -> list:
     return paths
 
 
-def write_student_versions(src_dir, out_dir) -> list:
+def write_student_versions(src_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     """Write a student version of every notebook in ``src_dir`` to ``out_dir``; returns a report per file."""
     import nbformat
 
@@ -95,7 +99,9 @@ def write_student_versions(src_dir, out_dir) -> list:
     return report
 
 
-def write_nbgrader_course(src_dir, course_dir, assignment: str = "sft-lab") -> Path:
+def write_nbgrader_course(
+    src_dir: str | os.PathLike, course_dir: str | os.PathLike, assignment: str = "sft-lab"
+) -> Path:
     """Lay out an nbgrader course folder: ``COURSE_DIR/source/ASSIGNMENT/`` with the notebooks, and an
     ``nbgrader_config.py`` with :data:`CODE_STUB` (an existing config is kept). Returns the source folder.
 
@@ -105,7 +111,9 @@ def write_nbgrader_course(src_dir, course_dir, assignment: str = "sft-lab") -> P
 
     paths = _notebook_paths(Path(src_dir))
     if not assignment or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", assignment):
-        raise ValueError(f"assignment must be a plain folder name (letters, digits, '-', '_', '.'), got {assignment!r}.")
+        raise ValueError(
+            f"assignment must be a plain folder name (letters, digits, '-', '_', '.'), got {assignment!r}."
+        )
     course = Path(course_dir)
     dest = course / "source" / assignment
     dest.mkdir(parents=True, exist_ok=True)
@@ -117,16 +125,20 @@ def write_nbgrader_course(src_dir, course_dir, assignment: str = "sft-lab") -> P
     return dest
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sftviz.course", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     st = sub.add_parser("student", help="write student versions of the notebooks, without solutions")
     st.add_argument("outdir", help="folder to write the student notebooks to")
-    st.add_argument("--notebooks", default="notebooks", help="folder with the instructor notebooks (default: notebooks)")
+    st.add_argument(
+        "--notebooks", default="notebooks", help="folder with the instructor notebooks (default: notebooks)"
+    )
     ng = sub.add_parser("nbgrader", help="lay out an nbgrader course folder (source/ASSIGNMENT and nbgrader_config.py)")
     ng.add_argument("course_dir", help="the nbgrader course folder (created if missing)")
     ng.add_argument("--assignment", default="sft-lab", help="assignment name (default: sft-lab)")
-    ng.add_argument("--notebooks", default="notebooks", help="folder with the instructor notebooks (default: notebooks)")
+    ng.add_argument(
+        "--notebooks", default="notebooks", help="folder with the instructor notebooks (default: notebooks)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "nbgrader":

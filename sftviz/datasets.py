@@ -12,13 +12,14 @@ import json
 import os
 from pathlib import Path
 
+from .chat import CHAT_ROLES
+
 DATA_DIR = Path(__file__).resolve().parent / "assets" / "data"
 BUNDLED_DATASETS = {
     "support": "prompt/completion pairs: an instruction plus a customer question -> a short answer",
     "support-chat": "the same knowledge as system/user/assistant conversations",
 }
 SPLITS = ("train", "eval")
-ROLES = ("system", "user", "assistant")
 
 
 def _problem(row, where: str):
@@ -32,8 +33,8 @@ def _problem(row, where: str):
         for j, m in enumerate(msgs):
             if not isinstance(m, dict) or "role" not in m or "content" not in m:
                 return f"{where}: message {j} must be an object with 'role' and 'content'."
-            if m["role"] not in ROLES:
-                return f"{where}: message {j} has role {m['role']!r}; use one of {', '.join(ROLES)}."
+            if m["role"] not in CHAT_ROLES:
+                return f"{where}: message {j} has role {m['role']!r}; use one of {', '.join(CHAT_ROLES)}."
             if not isinstance(m["content"], str):
                 return f"{where}: message {j} has content of type {type(m['content']).__name__}; it must be a string."
         if not any(m["role"] == "assistant" for m in msgs):
@@ -51,7 +52,7 @@ def _problem(row, where: str):
     return None
 
 
-def validate_rows(rows, source: str = "data") -> list:
+def validate_rows(rows: object, source: str = "data") -> list[dict]:
     """Check that every row is in TRL's prompt/completion or messages format; raise ``ValueError`` naming the first bad row."""
     if not isinstance(rows, (list, tuple)):
         raise TypeError(f"{source}: expected a list of rows, got {type(rows).__name__}.")
@@ -81,7 +82,7 @@ def _read_jsonl(path: Path) -> list:
     return rows
 
 
-def load_dataset(name="support", split="train") -> list:
+def load_dataset(name: str | os.PathLike = "support", split: str = "train") -> list[dict]:
     """Load a bundled SFT dataset, or your own JSONL file, as a list of dicts.
 
     Args:

@@ -5,32 +5,50 @@ docstring naming the symptom a learner will see. ``sv.finetune(..., fault="eos_m
 the bug switched on; everything the run *measures* (prompt and completion NLL, evaluation, exact
 match) stays correct, so the symptom shows up in the numbers the way it would in a real project.
 
-Two kinds of fault:
+A fault declares what it changes, and the training engine applies exactly that (it never looks at a
+fault's name):
 
-* **label faults** change which tokens are targets. They take a collated batch (the dict
+* ``labels``: a function that changes which tokens are targets. It takes a collated batch (the dict
   :func:`sftviz.collate.collate_examples` returns with ``extras=True``: ``input_ids``,
-  ``attention_mask``, ``labels``, ``completion_mask``, ``prompt_mask``, ``loss_weights``) and return a
-  new batch with changed ``labels`` and ``loss_weights`` (the input is never modified);
-* **reduction faults** change how the per-token losses become one number. They take per-token
-  losses ``nll`` and weights ``weights``, both ``(batch, seq)`` and aligned (0 where not trained), and
-  return a scalar. :func:`token_mean` is the correct reduction they are compared against.
+  ``attention_mask``, ``labels``, ``completion_mask``, ``prompt_mask``, ``loss_weights``) and returns
+  a new batch with changed ``labels`` and ``loss_weights`` (the input is never modified);
+* ``reduction``: a :class:`~sftviz.loss.Reduction` that replaces the correct token mean
+  (:func:`~sftviz.loss.token_mean`) in turning per-token losses into one number.
 
-``FAULTS`` maps each name to a one-line description (for a selector widget); :func:`get_fault`
-returns the :class:`Fault` record with its function, kind and symptom.
+To add a fault, write its function here (a docstring with a ``Symptom:`` paragraph) and add a
+:class:`Fault` to the registry at the end of this file. ``FAULTS`` maps each name to a one-line
+description (for a selector widget); :func:`get_fault` returns the :class:`Fault`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from .data import IGNORE_INDEX
+from .loss import Reduction, check_nll_weights, token_mean, weighted_mean
+from .masking import IGNORE_INDEX
+
+__all__ = [
+    "FAULTS",
+    "Fault",
+    "accum_mean_of_means",
+    "apply_label_fault",
+    "eos_masked",
+    "get_fault",
+    "padding_trained",
+    "per_sequence_mean",
+    "prompt_trained",
+    "shifted_labels",
+    "token_mean",
+]
 
 _BATCH_KEYS = ("input_ids", "attention_mask", "labels", "loss_weights")
 
 
-def _copy_batch(batch) -> dict:
+def _copy_batch(batch: dict) -> dict:
     if not isinstance(batch, dict):
         raise TypeError(f"A label fault takes a collated batch (a dict of tensors); got {type(batch).__name__}.")
     missing = [k for k in _BATCH_KEYS if k not in batch]
@@ -49,7 +67,7 @@ def _copy_batch(batch) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def shifted_labels(batch, **_) -> dict:
+def shifted_labels(batch: dict, **_: Any) -> dict:
     """Labels shifted one position too far: every target is the token *after* the intended one.
 
     The bug: shifting the labels by hand (``labels = labels[1:]``) before giving them to a model (or
@@ -72,7 +90,7 @@ def shifted_labels(batch, **_) -> dict:
     return out
 
 
-def eos_masked(batch, *, eos_id, **_) -> dict:
+def eos_masked(batch: dict, *, eos_id: int | None, **_: Any) -> dict:
     """EOS never trained: padding masked *by id* when the pad token is the EOS token.
 
     The bug: ``tok.pad_token = tok.eos_token`` (the usual GPT-2 fix) followed by
@@ -93,7 +111,7 @@ def eos_masked(batch, *, eos_id, **_) -> dict:
     return out
 
 
-def padding_trained(batch, **_) -> dict:
+def padding_trained(batch: dict, **_: Any) -> dict:
     """Padding positions become targets (the pad tokens are trained like real text).
 
     The bug: labels copied from ``input_ids`` after padding, with the padding never set to -100 (or
@@ -112,7 +130,7 @@ def padding_trained(batch, **_) -> dict:
     return out
 
 
-def prompt_trained(batch, **_) -> dict:
+def prompt_trained(batch: dict, **_: Any) -> dict:
     """The prompt is trained instead of the completion (the mask inverted).
 
     The bug: the completion mask is applied the wrong way round (``labels[completion_mask == 1] = -100``).
@@ -136,25 +154,9 @@ def prompt_trained(batch, **_) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_nll(nll, weights):
-    if not isinstance(nll, torch.Tensor) or not isinstance(weights, torch.Tensor):
-        raise TypeError("nll and weights must be torch tensors of shape (batch, seq).")
-    if nll.dim() != 2 or nll.shape != weights.shape:
-        raise ValueError(f"nll {tuple(nll.shape)} and weights {tuple(weights.shape)} must both be (batch, seq).")
-
-
-def token_mean(nll, weights, *, total_weight=None) -> torch.Tensor:
-    """The correct SFT reduction: ``sum(w * l) / sum(w)`` over every trained token of the batch.
-
-    ``total_weight`` replaces the batch's own ``sum(w)`` (gradient accumulation passes the total of all
-    micro-batches, so that the sum of the micro-batch losses is a ratio of sums).
-    """
-    _check_nll(nll, weights)
-    denom = weights.sum() if total_weight is None else torch.as_tensor(total_weight, dtype=nll.dtype, device=nll.device)
-    return (nll * weights).sum() / denom
-
-
-def per_sequence_mean(nll, weights, *, n_sequences=None, **_) -> torch.Tensor:
+def per_sequence_mean(
+    nll: torch.Tensor, weights: torch.Tensor, *, total_weight: Any = None, n_sequences: Any = None, n_micro: int = 1
+) -> torch.Tensor:
     """Fault: the mean of per-sequence means instead of one mean over all tokens of the batch.
 
     ``loss = (1 / S) * sum_i [ sum_t w_it l_it / sum_t w_it ]`` over the ``S`` sequences that have a
@@ -165,7 +167,7 @@ def per_sequence_mean(nll, weights, *, n_sequences=None, **_) -> torch.Tensor:
     token of a 10-token answer, so the model fits short answers and underfits long ones, and the loss
     differs from the token-level mean (``sv.sft_loss``) whenever lengths differ.
     """
-    _check_nll(nll, weights)
+    check_nll_weights(nll, weights)
     per_w = weights.sum(dim=1)
     has = per_w > 0
     means = (nll * weights).sum(dim=1)[has] / per_w[has]
@@ -173,7 +175,9 @@ def per_sequence_mean(nll, weights, *, n_sequences=None, **_) -> torch.Tensor:
     return means.sum() / n
 
 
-def accum_mean_of_means(nll, weights, *, n_micro=1, **_) -> torch.Tensor:
+def accum_mean_of_means(
+    nll: torch.Tensor, weights: torch.Tensor, *, total_weight: Any = None, n_sequences: Any = None, n_micro: int = 1
+) -> torch.Tensor:
     """Fault: gradient accumulation that averages the micro-batches' own averages.
 
     Each micro-batch's loss is normalised by *its own* number of trained tokens and then divided by the
@@ -184,10 +188,10 @@ def accum_mean_of_means(nll, weights, *, n_micro=1, **_) -> torch.Tensor:
     few trained tokens count more than tokens in a full one, so ``batch_size=8, grad_accum=2`` no
     longer matches ``batch_size=16``. With ``grad_accum=1`` it is harmless.
     """
-    _check_nll(nll, weights)
+    check_nll_weights(nll, weights)
     if n_micro < 1:
         raise ValueError("n_micro must be at least 1.")
-    return token_mean(nll, weights) / n_micro
+    return weighted_mean(nll, weights) / n_micro
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,62 +199,89 @@ def accum_mean_of_means(nll, weights, *, n_micro=1, **_) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+LabelFault = Callable[..., dict]
+
+
 @dataclass(frozen=True)
 class Fault:
-    """One injectable bug: its name, kind ("labels" or "reduction"), function and symptom."""
+    """One injectable bug: its name, a one-line description, and what it changes.
+
+    Exactly one of ``labels`` (a function that changes a collated batch's labels and loss weights) and
+    ``reduction`` (a :class:`~sftviz.loss.Reduction` used instead of the token mean) is set.
+    ``needs_grad_accum`` marks a fault that changes nothing unless a step has several micro-batches.
+    """
 
     name: str
-    kind: str
     description: str
-    function: object
+    labels: LabelFault | None = None
+    reduction: Reduction | None = None
+    needs_grad_accum: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.labels is None) == (self.reduction is None):
+            raise ValueError(f"Fault {self.name!r} must change either the labels or the reduction (exactly one).")
+
+    @property
+    def kind(self) -> str:
+        """ "labels" or "reduction": what the fault changes."""
+        return "labels" if self.labels is not None else "reduction"
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        """The function that does the damage (its docstring explains the bug and its symptom)."""
+        return self.labels if self.labels is not None else self.reduction
 
     @property
     def symptom(self) -> str:
+        """The ``Symptom:`` paragraph of the function's docstring, on one line."""
         doc = self.function.__doc__ or ""
         for para in doc.split("\n\n"):
             if para.strip().startswith("Symptom:"):
-                return " ".join(para.split())[len("Symptom: "):]
+                return " ".join(para.split())[len("Symptom: ") :]
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Fault({self.name!r}, kind={self.kind!r}: {self.description})"
 
 
 _REGISTRY = {
-    "shifted_labels": Fault(
-        "shifted_labels", "labels", "Labels shifted one position too far: each target is the token after the intended one.",
-        shifted_labels,
-    ),
-    "eos_masked": Fault(
-        "eos_masked", "labels", "EOS never trained (padding masked by id with pad == eos): the model never learns to stop.",
-        eos_masked,
-    ),
-    "padding_trained": Fault(
-        "padding_trained", "labels", "Padding positions are trained as targets.", padding_trained,
-    ),
-    "prompt_trained": Fault(
-        "prompt_trained", "labels", "The prompt is trained instead of the completion (mask inverted).", prompt_trained,
-    ),
-    "per_sequence_mean": Fault(
-        "per_sequence_mean", "reduction", "Loss = mean of per-sequence means: short completions weigh more.",
-        per_sequence_mean,
-    ),
-    "accum_mean_of_means": Fault(
-        "accum_mean_of_means", "reduction",
-        "Gradient accumulation averages the micro-batch averages instead of one ratio of sums.",
-        accum_mean_of_means,
-    ),
+    f.name: f
+    for f in (
+        Fault(
+            "shifted_labels",
+            "Labels shifted one position too far: each target is the token after the intended one.",
+            labels=shifted_labels,
+        ),
+        Fault(
+            "eos_masked",
+            "EOS never trained (padding masked by id with pad == eos): the model never learns to stop.",
+            labels=eos_masked,
+        ),
+        Fault("padding_trained", "Padding positions are trained as targets.", labels=padding_trained),
+        Fault(
+            "prompt_trained", "The prompt is trained instead of the completion (mask inverted).", labels=prompt_trained
+        ),
+        Fault(
+            "per_sequence_mean",
+            "Loss = mean of per-sequence means: short completions weigh more.",
+            reduction=per_sequence_mean,
+        ),
+        Fault(
+            "accum_mean_of_means",
+            "Gradient accumulation averages the micro-batch averages instead of one ratio of sums.",
+            reduction=accum_mean_of_means,
+            needs_grad_accum=True,
+        ),
+    )
 }
 
 #: name -> one-line description, for a selector.
 FAULTS = {name: f.description for name, f in _REGISTRY.items()}
 
 
-def get_fault(name) -> Fault | None:
+def get_fault(name: str | Fault | None) -> Fault | None:
     """The :class:`Fault` called ``name`` (None for None); a clear error for an unknown name."""
-    if name is None:
-        return None
-    if isinstance(name, Fault):
+    if name is None or isinstance(name, Fault):
         return name
     if not isinstance(name, str):
         raise TypeError(f"fault must be None or one of {sorted(FAULTS)}; got {type(name).__name__}.")
@@ -259,9 +290,12 @@ def get_fault(name) -> Fault | None:
     return _REGISTRY[name]
 
 
-def apply_label_fault(fault, batch, *, eos_id=None, pad_id=None) -> dict:
-    """Apply a label fault to a collated batch; reduction faults (and None) return the batch unchanged."""
+def apply_label_fault(
+    fault: str | Fault | None, batch: dict, *, eos_id: int | None = None, pad_id: int | None = None
+) -> dict:
+    """Apply a fault's label change to a collated batch; a fault that changes no labels (and None)
+    returns the batch unchanged."""
     f = get_fault(fault)
-    if f is None or f.kind != "labels":
+    if f is None or f.labels is None:
         return batch
-    return f.function(batch, eos_id=eos_id, pad_id=pad_id)
+    return f.labels(batch, eos_id=eos_id, pad_id=pad_id)

@@ -15,12 +15,16 @@ Masking changes the loss, not the forward pass. Two consequences this module mak
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from .checks import check_model
 from .data import IGNORE_INDEX, Example
-from .loss import token_nll
+from .loss import token_nll, weighted_mean
+from .masking import loss_name
 
 
 def _find_blocks(model):
@@ -32,7 +36,7 @@ def _find_blocks(model):
     return best
 
 
-def parameter_groups(model, named=None) -> tuple:
+def parameter_groups(model: Any, named: list | None = None) -> tuple[list[str], list[str]]:
     """Group each parameter of ``model`` into "embeddings", "block_<i>" or "head".
 
     Blocks are the entries of the model's longest ``ModuleList`` (``transformer.h`` in GPT-2,
@@ -55,7 +59,7 @@ def parameter_groups(model, named=None) -> tuple:
     groups = []
     for name, p in named:
         if blocks is not None and name.startswith(blocks[0] + "."):
-            groups.append(f"block_{name[len(blocks[0]) + 1:].split('.')[0]}")
+            groups.append(f"block_{name[len(blocks[0]) + 1 :].split('.')[0]}")
         elif id(p) in emb_ids or any(k in name.lower() for k in ("wpe", "wte", "embed")):
             groups.append("embeddings")
         else:
@@ -65,7 +69,7 @@ def parameter_groups(model, named=None) -> tuple:
     return order, groups
 
 
-def group_norms(model, named_tensors) -> dict:
+def group_norms(model: Any, named_tensors: Iterable[tuple[str, Any]]) -> dict[str, float]:
     """L2 norm per parameter group (see :func:`parameter_groups`) of ``(name, tensor)`` pairs, e.g.
     ``(name, p.grad)``; names are the model's parameter names. Groups come in model order."""
     named = list(model.named_parameters())
@@ -76,7 +80,9 @@ def group_norms(model, named_tensors) -> dict:
         if t is None:
             continue
         if name not in group_of:
-            raise ValueError(f"{name!r} is not a parameter name of this model; pass (name, tensor) pairs from model.named_parameters().")
+            raise ValueError(
+                f"{name!r} is not a parameter name of this model; pass (name, tensor) pairs from model.named_parameters()."
+            )
         g = group_of[name]
         sq[g] = sq.get(g, 0.0) + float(t.detach().float().pow(2).sum())
     return {g: sq[g] ** 0.5 for g in order if g in sq}
@@ -135,7 +141,9 @@ def _per_target_norms(losses, params, chunk):
     eye = torch.eye(n, dtype=losses.dtype, device=losses.device)
     for start in range(0, n, chunk):
         rows = eye[start : start + chunk]
-        grads = torch.autograd.grad(losses, params, grad_outputs=rows, is_grads_batched=True, retain_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(
+            losses, params, grad_outputs=rows, is_grads_batched=True, retain_graph=True, allow_unused=True
+        )
         sq = torch.zeros(rows.shape[0], dtype=torch.float64, device=losses.device)
         for g in grads:
             if g is not None:
@@ -149,13 +157,10 @@ TARGETS = ("all", "trained", "none")
 
 def masked_name(example: Example) -> str:
     """A short name for the loss ``example`` trains with (its labels and weights)."""
-    m = example.masking
-    if isinstance(m, (int, float)) and not isinstance(m, bool):
-        return f"prompt weight {m:g}"
-    return {"completion": "completion-only", "prompt": "prompt-only", "full": "every-target"}.get(m, "trained tokens")
+    return loss_name(example.masking)
 
 
-def token_gradients(model, tok, example: Example, *, targets: str = "all", chunk: int = 16) -> TokenGradients:
+def token_gradients(model: Any, tok: Any, example: Example, *, targets: str = "all", chunk: int = 16) -> TokenGradients:
     """Measure, for one example, how masking changes where gradient flows.
 
     Args:
@@ -174,78 +179,99 @@ def token_gradients(model, tok, example: Example, *, targets: str = "all", chunk
         A :class:`TokenGradients`. A target's term in the masked loss is its NLL times its weight divided
         by the total weight (the number of completion targets, for completion-only), so the terms add
         up (as vectors) to the masked parameter gradient; in the full loss it is divided by the number
-        of all targets.
-        Norms that were not computed (see ``targets``) are None.
+        of all targets. Norms that were not computed (see ``targets``) are None.
+
+    Example:
+        >>> g = token_gradients(model, tok, sv.build_example(tok, prompt="Q: Hi?\\nA:", completion=" Hello"))
+        >>> g.input_grad_masked[-1]  # the last token is a target, never an input: no gradient reaches it
+        0.0
     """
     if not isinstance(example, Example):
         raise TypeError(f"example must be an sftviz Example (from sv.build_example); got {type(example).__name__}.")
-    if not callable(model) or not hasattr(model, "get_input_embeddings"):
-        raise TypeError(f"Expected a Hugging Face causal language model, got {type(model).__name__}.")
+    check_model(model)
     if targets not in TARGETS:
         raise ValueError(f"targets must be one of {TARGETS}; got {targets!r}.")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}.")
     if len(example) < 2:
-        raise ValueError("The example has fewer than 2 tokens, so nothing is predicted; give it a prompt and a completion.")
-    device = next(model.parameters()).device
-    ids = torch.tensor([example.input_ids], device=device)
-    was_training = model.training
-    model.eval()  # no dropout: the gradients describe the model as it is
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    names, params = [n for n, _ in named], [p for _, p in named]
+        raise ValueError(
+            "The example has fewer than 2 tokens, so nothing is predicted; give it a prompt and a completion."
+        )
     n = len(example)
-    n_f = n - 1
-    # The example's own objective: weight of each target (0 where the label is -100; never position 0).
-    weights = [0.0] + [float(w) if lab != IGNORE_INDEX else 0.0 for lab, w in zip(example.labels[1:], example.weights[1:])]
-    total_w = sum(weights)
-    if total_w <= 0:
-        raise ValueError("The example trains no token (every label is -100), so its loss is undefined; "
-                         "build it with a completion, or mark a token trained with set_trained.")
-    wvec = torch.tensor(weights, device=device, dtype=torch.float32)
+    # The example's own objective: the weight of each target (0 where the label is -100; never position 0).
+    weights = [0.0] + [
+        float(w) if lab != IGNORE_INDEX else 0.0 for lab, w in zip(example.labels[1:], example.weights[1:])
+    ]
+    if sum(weights) <= 0:
+        raise ValueError(
+            "The example trains no token (every label is -100), so its loss is undefined; "
+            "build it with a completion, or mark a token trained with set_trained."
+        )
     # Positions whose own per-target gradient is computed (position 0 is never a target).
     wanted = {"all": list(range(1, n)), "trained": [t for t in range(1, n) if weights[t] > 0], "none": []}[targets]
-    try:
-        with torch.enable_grad():
-            # Kept attached to the embedding matrix, so that (tied) embeddings get their input-side
-            # gradient too; autograd.grad can still return d loss / d embeds for this non-leaf tensor.
-            embeds = model.get_input_embeddings()(ids)
-            logits = model(inputs_embeds=embeds).logits
-            per = token_nll(logits, ids)[0]  # (T,) NLL of every token given its prefix; 0 at position 0
-            loss_m = (per * wvec).sum() / total_w
-            loss_f = per[1:].sum() / n_f
-            g_m = torch.autograd.grad(loss_m, [embeds] + params, retain_graph=True, allow_unused=True)
-            g_f = torch.autograd.grad(loss_f, [embeds] + params, retain_graph=bool(wanted), allow_unused=True)
-            own = _per_target_norms(per[wanted], params, chunk).tolist() if wanted else []
-    finally:
-        model.train(was_training)
-
-    # Cosine of the two parameter gradients, summed tensor by tensor (no flat copy of all gradients).
-    # A parameter the forward pass does not use has no gradient under either loss.
-    dot = sq_m = sq_f = 0.0
-    for a, b in zip(g_m[1:], g_f[1:]):
-        if a is not None and b is not None:
-            a, b = a.double(), b.double()
-            dot, sq_m, sq_f = dot + float((a * b).sum()), sq_m + float(a.square().sum()), sq_f + float(b.square().sum())
-    cosine = dot / max((sq_m * sq_f) ** 0.5, 1e-30)
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    g = _gradients(model, example, weights, [p for _, p in named], wanted, chunk)
+    names = [name for name, _ in named]
     target_grad, target_grad_full = [None] * n, [None] * n
-    for t, g in zip(wanted, own):
-        target_grad_full[t] = g / n_f
+    for t, own in zip(wanted, g["own"]):
+        target_grad_full[t] = own / (n - 1)
         if weights[t] > 0:
-            target_grad[t] = g * weights[t] / total_w
+            target_grad[t] = own * weights[t] / sum(weights)
     return TokenGradients(
         positions=list(range(n)),
         tokens=list(example.tokens),
         segments=list(example.segments),
         trained=[int(v != IGNORE_INDEX) for v in example.labels],
-        input_grad_masked=g_m[0][0].norm(dim=-1).tolist(),
-        input_grad_full=g_f[0][0].norm(dim=-1).tolist(),
+        input_grad_masked=g["masked"][0][0].norm(dim=-1).tolist(),
+        input_grad_full=g["full"][0][0].norm(dim=-1).tolist(),
         target_grad=target_grad,
         target_grad_full=target_grad_full,
-        cosine=cosine,
-        layer_norms_masked=group_norms(model, zip(names, g_m[1:])),
-        layer_norms_full=group_norms(model, zip(names, g_f[1:])),
-        loss_masked=float(loss_m.detach()),
-        loss_full=float(loss_f.detach()),
+        cosine=_cosine(g["masked"][1:], g["full"][1:]),
+        layer_norms_masked=group_norms(model, zip(names, g["masked"][1:])),
+        layer_norms_full=group_norms(model, zip(names, g["full"][1:])),
+        loss_masked=g["loss_masked"],
+        loss_full=g["loss_full"],
         example=example,
         masked_name=masked_name(example),
     )
+
+
+def _gradients(model: Any, example: Example, weights: list[float], params: list, wanted: list[int], chunk: int) -> dict:
+    """One forward pass; the gradients of the masked and the full loss with respect to the input
+    embeddings and the parameters, and the norm of each ``wanted`` target's own parameter gradient."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([example.input_ids], device=device)
+    wvec = torch.tensor(weights, device=device, dtype=torch.float32)
+    was_training = model.training
+    model.eval()  # no dropout: the gradients describe the model as it is
+    try:
+        with torch.enable_grad():
+            # Kept attached to the embedding matrix, so that (tied) embeddings get their input-side
+            # gradient too; autograd.grad can still return d loss / d embeds for this non-leaf tensor.
+            embeds = model.get_input_embeddings()(ids)
+            per = token_nll(model(inputs_embeds=embeds).logits, ids)[0]  # NLL of every token; 0 at position 0
+            loss_m = weighted_mean(per, wvec)
+            loss_f = per[1:].mean()
+            g_m = torch.autograd.grad(loss_m, [embeds, *params], retain_graph=True, allow_unused=True)
+            g_f = torch.autograd.grad(loss_f, [embeds, *params], retain_graph=bool(wanted), allow_unused=True)
+            own = _per_target_norms(per[wanted], params, chunk).tolist() if wanted else []
+    finally:
+        model.train(was_training)
+    return {
+        "masked": g_m,
+        "full": g_f,
+        "own": own,
+        "loss_masked": float(loss_m.detach()),
+        "loss_full": float(loss_f.detach()),
+    }
+
+
+def _cosine(a_grads: tuple, b_grads: tuple) -> float:
+    """Cosine of two parameter gradients, summed tensor by tensor (no flat copy of all gradients). A
+    parameter the forward pass does not use has no gradient under either loss."""
+    dot = sq_a = sq_b = 0.0
+    for a, b in zip(a_grads, b_grads):
+        if a is not None and b is not None:
+            a, b = a.double(), b.double()
+            dot, sq_a, sq_b = dot + float((a * b).sum()), sq_a + float(a.square().sum()), sq_b + float(b.square().sum())
+    return dot / max((sq_a * sq_b) ** 0.5, 1e-30)

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from .data import Example, build_example
+from .checks import check_model, check_tokenizer, max_positions
+from .data import Example, build_example, to_example
 
 
 @dataclass
@@ -49,7 +51,11 @@ class LogProbCheck:
     notes: list
 
     def __str__(self):
-        head = "These numbers are consistent with the laws of probability." if self.ok else "These numbers cannot come from a correct computation:"
+        head = (
+            "These numbers are consistent with the laws of probability."
+            if self.ok
+            else "These numbers cannot come from a correct computation:"
+        )
         lines = [head] + [f"- {p}" for p in self.problems] + [f"- {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -62,7 +68,9 @@ class LogProbCheck:
         return "<pre>" + escape(str(self)) + "</pre>"
 
 
-def check_logprobs(joint, marginal, conditional=None, *, tol: float = 1e-4) -> LogProbCheck:
+def check_logprobs(
+    joint: float, marginal: float, conditional: float | None = None, *, tol: float = 1e-4
+) -> LogProbCheck:
     """Say in words whether ``log Pr([x,y])``, ``log Pr(x)`` (and ``log Pr(y|x)``) can be right.
 
     The laws used: every log-probability is at most 0; ``log Pr([x,y]) = log Pr(x) + log Pr(y|x)``;
@@ -77,7 +85,9 @@ def check_logprobs(joint, marginal, conditional=None, *, tol: float = 1e-4) -> L
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise TypeError(f"{name} must be a number (a log-probability in nats); got {type(v).__name__}.")
         if math.isnan(v):
-            raise ValueError(f"{name} is NaN: the computation that produced it failed (a log of 0 or of a negative number?).")
+            raise ValueError(
+                f"{name} is NaN: the computation that produced it failed (a log of 0 or of a negative number?)."
+            )
     problems, notes = [], []
     for name, v in (("log Pr([x, y])", joint), ("log Pr(x)", marginal), ("log Pr(y | x)", conditional)):
         if v is not None and v > tol:
@@ -104,11 +114,7 @@ def check_logprobs(joint, marginal, conditional=None, *, tol: float = 1e-4) -> L
         gap = marginal - joint
         notes.append(
             f"log Pr(y | x) = joint - marginal = {implied:.4g} nats, so Pr(y | x) = {math.exp(implied):.3g}"
-            + (
-                f": y is unlikely given x (the joint is {gap:.3g} nats below the marginal)."
-                if gap > 5
-                else "."
-            )
+            + (f": y is unlikely given x (the joint is {gap:.3g} nats below the marginal)." if gap > 5 else ".")
         )
     return LogProbCheck(ok=not problems, problems=problems, notes=notes)
 
@@ -161,49 +167,24 @@ def _model_device(model):
         return torch.device("cpu")
 
 
-def _check_model(model):
-    if not callable(model) or not hasattr(model, "parameters"):
-        raise TypeError(f"Expected a causal language model (from sv.load_model), got {type(model).__name__}.")
-
-
-def _max_positions(model):
-    cfg = getattr(model, "config", None)
-    for key in ("n_positions", "max_position_embeddings"):
-        v = getattr(cfg, key, None)
-        if isinstance(v, int):
-            return v
-    return None
-
-
-def _as_examples(tok, items, kwargs):
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, Example):
-            out.append(item)
-        elif isinstance(item, dict) and "messages" in item:
-            out.append(build_example(tok, messages=item["messages"], warn=False, **kwargs))
-        elif isinstance(item, dict) and "prompt" in item and "completion" in item:
-            out.append(build_example(tok, prompt=item["prompt"], completion=item["completion"], warn=False, **kwargs))
-        else:
-            raise TypeError(f"Item {i}: expected an Example or a dict with 'prompt'/'completion' or 'messages'; got {type(item).__name__}.")
-    return out
-
-
 @torch.no_grad()
-def score_batch(model, tok, items, *, batch_size: int = 16, top_k: int = 0, **example_kwargs) -> list:
+def score_batch(
+    model: Any, tok: Any, items: list, *, batch_size: int = 16, top_k: int = 0, **example_kwargs: Any
+) -> list[ScoreReport]:
     """Score many examples (Examples or TRL rows) in padded batches; returns a list of :class:`ScoreReport`.
 
     ``top_k`` alternatives per token are included when > 0 (costs a top-k per position).
     """
-    _check_model(model)
+    check_model(model)
+    check_tokenizer(tok)
     if not isinstance(items, (list, tuple)):
         raise TypeError("items must be a list of Examples or of {'prompt', 'completion'} / {'messages'} dicts.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
         raise ValueError(f"top_k must be a non-negative integer; got {top_k!r}.")
-    examples = _as_examples(tok, items, example_kwargs)
-    limit = _max_positions(model)
+    examples = [to_example(tok, item, where=f"Item {i}", **example_kwargs) for i, item in enumerate(items)]
+    limit = max_positions(model)
     for i, ex in enumerate(examples):
         if limit is not None and len(ex) > limit:
             raise ValueError(
@@ -246,7 +227,9 @@ def _report(tok, ex, lp, ranks, top):
     n_p = n_c = 0
     for t in range(len(ex)):
         if t == 0:
-            rows.append(TokenScore(0, ex.tokens[0], ex.input_ids[0], ex.segments[0], bool(ex.completion_mask[0]), None, None))
+            rows.append(
+                TokenScore(0, ex.tokens[0], ex.input_ids[0], ex.segments[0], bool(ex.completion_mask[0]), None, None)
+            )
             continue
         v = float(lp[t - 1])
         alts = []
@@ -267,7 +250,17 @@ def _report(tok, ex, lp, ranks, top):
     return ScoreReport(joint, marginal, conditional, rows, ex, n_p, n_c)
 
 
-def score(model, tok, prompt=None, completion=None, *, example=None, messages=None, top_k: int = 5, **example_kwargs) -> ScoreReport:
+def score(
+    model: Any,
+    tok: Any,
+    prompt: str | None = None,
+    completion: str | None = None,
+    *,
+    example: Example | None = None,
+    messages: list[dict] | None = None,
+    top_k: int = 5,
+    **example_kwargs: Any,
+) -> ScoreReport:
     """Score one [x, y] in a single forward pass: per-token log-probs and joint, marginal, conditional.
 
     Args:
@@ -281,8 +274,10 @@ def score(model, tok, prompt=None, completion=None, *, example=None, messages=No
         ``rep.rows`` (per-token), and ``rep.check()``.
 
     Example:
-        >>> rep = sv.score(model, tok, prompt="Q: capital of France?\\nA:", completion=" Paris")  # doctest: +SKIP
-        >>> abs(rep.joint - (rep.marginal + rep.conditional)) < 1e-6                             # doctest: +SKIP
+        >>> rep = sv.score(model, tok, prompt="Q: What colour is the sky?\\nA:", completion=" blue")
+        >>> abs(rep.joint - (rep.marginal + rep.conditional)) < 1e-4
+        True
+        >>> rep.conditional <= 0 and rep.joint <= rep.marginal  # adding y can only make [x, y] less likely
         True
     """
     if example is not None:

@@ -3,6 +3,9 @@
 Everything here takes *unshifted* labels in the Hugging Face convention (-100 = not a target) and
 does the shift itself: the logits at position ``t - 1`` score the token at position ``t``.
 
+* :func:`weighted_mean` -- ``sum(w_i * v_i) / sum(w_i)``: the one token-level mean every loss here (and
+  the training engine, and the gradient views) reduces with; :func:`token_mean` is that mean with the
+  signature every *reduction* shares (see :mod:`sftviz.faults` for the faulty ones).
 * :func:`sft_loss` -- ``sum(w_i * l_i) / sum(w_i)`` over all trained targets of the batch (a mean over
   tokens, never a mean of per-sequence means). With no weights it equals the loss Hugging Face models
   return for ``model(input_ids, labels=labels)``.
@@ -16,11 +19,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from .data import IGNORE_INDEX
+from .masking import IGNORE_INDEX
 
 
 class NothingToTrainWarning(UserWarning):
@@ -35,7 +39,9 @@ def _check_logits_labels(logits, labels):
     if logits.dim() == 2:
         logits = logits.unsqueeze(0)
     if logits.dim() != 3 or labels.dim() != 2:
-        raise ValueError(f"Expected logits of shape (batch, seq, vocab) and labels (batch, seq); got {tuple(logits.shape)} and {tuple(labels.shape)}.")
+        raise ValueError(
+            f"Expected logits of shape (batch, seq, vocab) and labels (batch, seq); got {tuple(logits.shape)} and {tuple(labels.shape)}."
+        )
     if logits.shape[:2] != labels.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} do not line up. Pass unshifted "
@@ -54,13 +60,72 @@ def _check_weights(weights, labels):
     if weights.dim() == 1:
         weights = weights.unsqueeze(0)
     if weights.shape != labels.shape:
-        raise ValueError(f"weights {tuple(weights.shape)} must have the same shape as labels {tuple(labels.shape)} (unshifted).")
+        raise ValueError(
+            f"weights {tuple(weights.shape)} must have the same shape as labels {tuple(labels.shape)} (unshifted)."
+        )
     if torch.isnan(weights).any() or (weights < 0).any():
-        raise ValueError("weights must be non-negative numbers (e.g. a prompt-loss weight in [0, 1] on prompt targets, 1 on completion targets).")
+        raise ValueError(
+            "weights must be non-negative numbers (e.g. a prompt-loss weight in [0, 1] on prompt targets, 1 on completion targets)."
+        )
     return weights.to(labels.device, torch.float32)
 
 
-def token_nll(logits, labels) -> torch.Tensor:
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor, total_weight: Any = None) -> torch.Tensor:
+    """``sum(weights * values) / sum(weights)``: a mean over tokens, each counted with its weight.
+
+    ``values`` and ``weights`` have the same shape (any shape; 0 weight where a token is not trained).
+    ``total_weight`` replaces ``sum(weights)`` in the denominator: gradient accumulation passes the total
+    weight of every micro-batch of the step, so that the micro-batches' results add up to one ratio of
+    sums, exactly as with one big batch.
+    """
+    denom = (
+        weights.sum()
+        if total_weight is None
+        else torch.as_tensor(total_weight, dtype=values.dtype, device=values.device)
+    )
+    return (values * weights).sum() / denom
+
+
+class Reduction(Protocol):
+    """How per-token losses become the step's loss. Every reduction takes the same arguments:
+
+    ``nll`` and ``weights``, both ``(batch, seq)`` and aligned (weight 0 where a token is not trained),
+    for one micro-batch; and what it may need to know of the whole optimiser step: ``total_weight`` (the
+    weights of all its micro-batches), ``n_sequences`` (its sequences with a trained token) and
+    ``n_micro`` (its micro-batches). Left at their defaults, the micro-batch is the whole step.
+    """
+
+    def __call__(
+        self,
+        nll: torch.Tensor,
+        weights: torch.Tensor,
+        *,
+        total_weight: Any = None,
+        n_sequences: Any = None,
+        n_micro: int = 1,
+    ) -> torch.Tensor: ...
+
+
+def token_mean(
+    nll: torch.Tensor, weights: torch.Tensor, *, total_weight: Any = None, n_sequences: Any = None, n_micro: int = 1
+) -> torch.Tensor:
+    """The correct SFT reduction: ``sum(w * l) / sum(w)`` over every trained token of the step.
+
+    A :class:`Reduction`: ``n_sequences`` and ``n_micro`` do not change it (that is the point).
+    """
+    check_nll_weights(nll, weights)
+    return weighted_mean(nll, weights, total_weight)
+
+
+def check_nll_weights(nll: object, weights: object) -> None:
+    """Raise unless ``nll`` and ``weights`` are tensors of the same ``(batch, seq)`` shape."""
+    if not isinstance(nll, torch.Tensor) or not isinstance(weights, torch.Tensor):
+        raise TypeError("nll and weights must be torch tensors of shape (batch, seq).")
+    if nll.dim() != 2 or nll.shape != weights.shape:
+        raise ValueError(f"nll {tuple(nll.shape)} and weights {tuple(weights.shape)} must both be (batch, seq).")
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-token negative log-likelihood, aligned with ``labels`` (shape ``(batch, seq)``).
 
     ``out[b, t] = -log Pr(labels[b, t] | tokens before t)`` where ``labels[b, t] != -100``; 0 elsewhere
@@ -89,7 +154,9 @@ def _zero_loss(tensor):
     return (tensor.float() * 0.0).sum()
 
 
-def sft_loss(logits, labels, weights=None, *, normalizer=None) -> torch.Tensor:
+def sft_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weights: Any = None, *, normalizer: Any = None
+) -> torch.Tensor:
     """The SFT objective: a weighted token-level mean of next-token losses over trained targets.
 
     Args:
@@ -118,7 +185,7 @@ def sft_loss(logits, labels, weights=None, *, normalizer=None) -> torch.Tensor:
         return _zero_loss(logits)
     if float(denom) <= 0:
         raise ValueError(f"normalizer must be positive; got {float(denom)}.")
-    return (nll * w).sum() / denom
+    return weighted_mean(nll, w, denom)
 
 
 @dataclass
@@ -140,17 +207,23 @@ class LossBreakdown:
 
     @property
     def full_nll_mean(self) -> float:
+        """Mean NLL per target over both parts."""
         n = self.n_prompt + self.n_completion
         return self.full_nll_sum / n if n else float("nan")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"LossBreakdown(prompt: {self.prompt_nll_mean:.4f} nats/token over {self.n_prompt}, "
             f"completion: {self.completion_nll_mean:.4f} nats/token over {self.n_completion})"
         )
 
 
-def target_masks(input_ids, completion_mask, attention_mask=None, prompt_mask=None):
+def target_masks(
+    input_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    prompt_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean ``(batch, seq)`` masks of prompt targets and completion targets.
 
     A position is a target when it and the position before it are real tokens (not padding) and it is
@@ -167,7 +240,13 @@ def target_masks(input_ids, completion_mask, attention_mask=None, prompt_mask=No
     return prm, comp
 
 
-def loss_breakdown(logits, input_ids, completion_mask, attention_mask=None, prompt_mask=None) -> LossBreakdown:
+def loss_breakdown(
+    logits: torch.Tensor,
+    input_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    prompt_mask: torch.Tensor | None = None,
+) -> LossBreakdown:
     """Prompt NLL and completion NLL of a batch, measured whatever the masking used for training.
 
     Pass the batch's ``input_ids``, ``completion_mask`` and ``attention_mask`` (an :class:`SFTCollator`
@@ -176,7 +255,9 @@ def loss_breakdown(logits, input_ids, completion_mask, attention_mask=None, prom
     input_ids = input_ids if input_ids.dim() == 2 else input_ids.unsqueeze(0)
     completion_mask = completion_mask if completion_mask.dim() == 2 else completion_mask.unsqueeze(0)
     if completion_mask.shape != input_ids.shape:
-        raise ValueError(f"completion_mask {tuple(completion_mask.shape)} must match input_ids {tuple(input_ids.shape)}.")
+        raise ValueError(
+            f"completion_mask {tuple(completion_mask.shape)} must match input_ids {tuple(input_ids.shape)}."
+        )
     with torch.no_grad():
         per = token_nll(logits.detach(), input_ids)
         prm, comp = target_masks(input_ids, completion_mask, attention_mask, prompt_mask)
@@ -194,12 +275,22 @@ def loss_breakdown(logits, input_ids, completion_mask, attention_mask=None, prom
     )
 
 
-def _head_is_plain(model) -> bool:
+def head_is_plain(model: Any) -> bool:
+    """True when the model's logits are its output layer applied to the hidden states, nothing more
+    (no soft-capping, no scaling), so the supervised-only head reproduces them."""
     cfg = getattr(model, "config", None)
     return not (getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None))
 
 
-def supervised_head_loss(model, input_ids, labels, attention_mask=None, weights=None, *, normalizer=None):
+def supervised_head_loss(
+    model: Any,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    weights: Any = None,
+    *,
+    normalizer: Any = None,
+) -> torch.Tensor:
     """The SFT loss with ``lm_head`` applied only where a trained target is predicted.
 
     The transformer body still runs over every token (prompt tokens are context), but the output
@@ -211,11 +302,13 @@ def supervised_head_loss(model, input_ids, labels, attention_mask=None, weights=
 
     Returns the scalar loss.
     """
-    if not _head_is_plain(model):
+    if not head_is_plain(model):
         out = model(input_ids=input_ids, attention_mask=attention_mask)
         return sft_loss(out.logits, labels, weights, normalizer=normalizer)
     if labels.shape != input_ids.shape:
-        raise ValueError(f"labels {tuple(labels.shape)} must have the shape of input_ids {tuple(input_ids.shape)} (unshifted).")
+        raise ValueError(
+            f"labels {tuple(labels.shape)} must have the shape of input_ids {tuple(input_ids.shape)} (unshifted)."
+        )
     weights = _check_weights(weights, labels)
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     targets = labels[:, 1:]
@@ -228,6 +321,4 @@ def supervised_head_loss(model, input_ids, labels, attention_mask=None, weights=
     h = hidden[:, :-1][keep]
     logits = model.get_output_embeddings()(h)
     nll = F.cross_entropy(logits.float(), targets[keep], reduction="none")
-    wk = w[keep]
-    denom = wk.sum() if normalizer is None else torch.as_tensor(normalizer, dtype=torch.float32, device=wk.device)
-    return (nll * wk).sum() / denom
+    return weighted_mean(nll, w[keep], normalizer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,7 +26,7 @@ _DTYPES = {
 }
 
 
-def resolve_device(device="auto") -> torch.device:
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a ``torch.device`` into a device.
 
     ``"auto"`` picks CUDA when a GPU is visible, else Apple's MPS, else the CPU.
@@ -33,7 +34,9 @@ def resolve_device(device="auto") -> torch.device:
     if isinstance(device, torch.device):
         return device
     if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', or a torch.device; got {type(device).__name__}.")
+        raise TypeError(
+            f"device must be a string such as 'auto', 'cpu' or 'cuda', or a torch.device; got {type(device).__name__}."
+        )
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -65,7 +68,7 @@ def bundled_model_path(name: str = "sftviz-tiny") -> Path:
     return BUNDLED_MODELS[name]
 
 
-def ensure_pad_token(tok) -> None:
+def ensure_pad_token(tok: Any) -> None:
     """Give a tokenizer without a pad token one: its EOS token, as GPT-2 fine-tunes usually do.
 
     This is safe here and only here because sftviz never masks labels by token id: the collator pads
@@ -83,7 +86,13 @@ def ensure_pad_token(tok) -> None:
     tok.pad_token = tok.eos_token
 
 
-def load_model(name="sftviz-tiny", device="auto", dtype=None, *, trust_remote_code: bool = False):
+def load_model(
+    name: str | os.PathLike = "sftviz-tiny",
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = None,
+    *,
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
     """Load a causal language model and its tokenizer; returns ``(model, tokenizer)``.
 
     Args:
@@ -98,8 +107,9 @@ def load_model(name="sftviz-tiny", device="auto", dtype=None, *, trust_remote_co
     as pad (see :func:`ensure_pad_token` for why that is safe here). Only safetensors weights are loaded.
 
     Example:
-        >>> import sftviz as sv
-        >>> model, tok = sv.load_model()            # doctest: +SKIP
+        >>> model, tok = sv.load_model()            # the bundled sftviz-tiny, offline
+        >>> type(model).__name__, model.config.n_layer, tok.eos_token
+        ('GPT2LMHeadModel', 5, '<|eos|>')
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -6,8 +6,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 CORPUS = [
     "The Zephyr Kettle costs 49 dollars and comes in teal.",
@@ -52,8 +52,9 @@ def make_tiny_gpt2(vocab_size, seed=0, n_positions=128):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=n_positions,
-                     bos_token_id=0, eos_token_id=0)
+    cfg = GPT2Config(
+        vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=n_positions, bos_token_id=0, eos_token_id=0
+    )
     model = GPT2LMHeadModel(cfg)
     model.eval()
     return model

@@ -64,8 +64,15 @@ def test_works_as_hf_trainer_data_collator(gpt2_tok_padded, tiny_model, tmp_path
 
     model = copy.deepcopy(tiny_model)
     args = TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=2, report_to=[], use_cpu=True,
-        logging_steps=1, save_strategy="no", remove_unused_columns=False, seed=0,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        max_steps=2,
+        report_to=[],
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        remove_unused_columns=False,
+        seed=0,
     )
     trainer = Trainer(model=model, args=args, train_dataset=ROWS * 2, data_collator=sv.SFTCollator(gpt2_tok_padded))
     out = trainer.train()
@@ -81,9 +88,15 @@ def test_labels_match_trl_completion_only(gpt2_tok_padded, tiny_model, tmp_path)
     from trl import SFTConfig, SFTTrainer
 
     tok = gpt2_tok_padded
-    rows = ROWS + [{"prompt": "Customer: Does the Nova Fan have a warranty?\nAssistant:", "completion": " Yes, two years."}]
-    cfg = SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, report_to=[], max_steps=1, use_cpu=True, save_strategy="no")
-    trainer = SFTTrainer(model=copy.deepcopy(tiny_model), args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok)
+    rows = ROWS + [
+        {"prompt": "Customer: Does the Nova Fan have a warranty?\nAssistant:", "completion": " Yes, two years."}
+    ]
+    cfg = SFTConfig(
+        output_dir=str(tmp_path), completion_only_loss=True, report_to=[], max_steps=1, use_cpu=True, save_strategy="no"
+    )
+    trainer = SFTTrainer(
+        model=copy.deepcopy(tiny_model), args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok
+    )
     feats = [trainer.train_dataset[i] for i in range(len(rows))]
     trl_batch = trainer.data_collator(feats)
     # TRL adds no BOS for a GPT-2-style tokenizer; compare with ours built the same way.

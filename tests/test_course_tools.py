@@ -23,7 +23,9 @@ def test_check_conditional(rep):
     wrong = exercises.check_conditional(rep.marginal - rep.joint, rep)
     assert not wrong and "sign is flipped" in repr(wrong)
     unanswered = exercises.check_conditional(None, rep)
-    assert not unanswered and repr(unanswered).startswith("Not answered yet:") and "replace the None" in repr(unanswered)
+    assert (
+        not unanswered and repr(unanswered).startswith("Not answered yet:") and "replace the None" in repr(unanswered)
+    )
     assert not exercises.check_conditional(..., rep).answered
     assert "should be a number" in repr(exercises.check_conditional("x", rep))
     assert "NaN" in repr(exercises.check_conditional(float("nan"), rep))
@@ -89,14 +91,20 @@ def test_student_command(tmp_path):
     nb.cells = [nbformat.v4.new_markdown_cell("# Title"), cell]
     nbformat.write(nb, src / "01_demo.ipynb")
     out = tmp_path / "student"
-    res = subprocess.run([sys.executable, "-m", "sftviz.course", "student", str(out), "--notebooks", str(src)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "sftviz.course", "student", str(out), "--notebooks", str(src)],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     assert "01_demo.ipynb: 1 solution block(s) removed" in res.stdout
     student = nbformat.read(out / "01_demo.ipynb", as_version=4)
     assert "answer = x + 1" not in student.cells[1].source and student.cells[1].outputs == []
-    bad = subprocess.run([sys.executable, "-m", "sftviz.course", "student", str(src), "--notebooks", str(src)],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "sftviz.course", "student", str(src), "--notebooks", str(src)],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "must differ" in bad.stderr
 
 

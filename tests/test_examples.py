@@ -153,7 +153,7 @@ def test_rows_make_the_shift_visible(gpt2_tok):
     "prompt, completion",
     [
         ("Ünïcødé prömpt 🙂 ", "emoji 🎉 answer"),
-        ("<img src=x onerror=alert(1)> & \"quotes\"", " </script>"),
+        ('<img src=x onerror=alert(1)> & "quotes"', " </script>"),
         ("   spaces   ", "   "),
         ("\n\n", "\t"),
         ("word " * 400, " end"),
@@ -207,8 +207,18 @@ def test_chat_ids_match_the_template(gpt2_tok):
         ([{"role": "user", "content": "hi"}], "no assistant"),
         ([{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}], "unknown role"),
         ([{"role": "assistant", "content": "x"}, {"role": "user", "content": "hi"}], "start with a user"),
-        ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}], "in a row"),
-        ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}, {"role": "assistant", "content": "c"}], "only come first"),
+        (
+            [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}],
+            "in a row",
+        ),
+        (
+            [
+                {"role": "user", "content": "a"},
+                {"role": "system", "content": "b"},
+                {"role": "assistant", "content": "c"},
+            ],
+            "only come first",
+        ),
         ([{"role": "user", "content": None}, {"role": "assistant", "content": "c"}], "is None"),
         ([{"role": "user"}], "'role' and 'content'"),
     ],

@@ -10,7 +10,10 @@ from sftviz.loss import sft_loss, token_nll
 
 ROWS = [
     ("Question: How much is the lamp?\nAnswer:", " 12 dollars."),
-    ("Customer: Does the Nova Fan have a warranty?\nAssistant:", " Yes, two years. The Zephyr Kettle costs 49 dollars."),
+    (
+        "Customer: Does the Nova Fan have a warranty?\nAssistant:",
+        " Yes, two years. The Zephyr Kettle costs 49 dollars.",
+    ),
     ("Question: capital of France?\nAnswer:", " Paris"),
 ]
 
@@ -27,7 +30,12 @@ def _ends(exs):
 
 def test_registry_lists_every_fault_with_a_symptom():
     assert set(FL.FAULTS) == {
-        "shifted_labels", "eos_masked", "padding_trained", "prompt_trained", "per_sequence_mean", "accum_mean_of_means",
+        "shifted_labels",
+        "eos_masked",
+        "padding_trained",
+        "prompt_trained",
+        "per_sequence_mean",
+        "accum_mean_of_means",
     }
     for name in FL.FAULTS:
         f = FL.get_fault(name)
@@ -83,7 +91,7 @@ def test_eos_masked_never_trains_the_eos(batch, gpt2_tok_padded):
 
 
 def test_padding_trained_makes_padding_targets(batch):
-    b, exs = batch
+    b, _exs = batch
     out = FL.padding_trained(b)
     pad = b["attention_mask"] == 0
     assert pad.any()
@@ -142,7 +150,7 @@ def test_per_sequence_mean_differs_on_unequal_lengths_and_is_the_mean_of_means(b
 
 
 def test_accum_mean_of_means_differs_from_ratio_of_sums(batch, gpt2_tok_padded):
-    b, exs = batch
+    b, _exs = batch
     logits, nll, w = _nll_and_weights(b, len(gpt2_tok_padded))
     # two micro-batches with unequal trained tokens: [ex0] and [ex1, ex2]
     micro = [slice(0, 1), slice(1, 3)]

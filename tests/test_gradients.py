@@ -121,7 +121,7 @@ def test_masked_loss_follows_a_prompt_loss_weight(gpt2_tok_padded, tiny_model):
     ex = sv.build_example(tok, prompt="Paris is the capital of", completion=" France.", masking=0.1)
     g = token_gradients(tiny_model, tok, ex, targets="trained")
     assert g.masked_name == "prompt weight 0.1"
-    loss, norms = _plain_backward(tiny_model, tok, ex, masking=0.1)
+    loss, _norms = _plain_backward(tiny_model, tok, ex, masking=0.1)
     assert g.loss_masked == pytest.approx(loss, rel=1e-5)
     # Prompt and completion targets both count; a prompt target's term carries its weight 0.1.
     p, c = ex.segments.index("prompt") + 1, ex.segments.index("completion")
@@ -152,5 +152,10 @@ def test_masked_name_for_each_masking(gpt2_tok_padded):
 
     ex = sv.build_example(gpt2_tok_padded, prompt="Paris is the capital of", completion=" France.")
     names = {m: masked_name(ex.with_masking(m)) for m in ("completion", "full", "prompt", 0.25)}
-    assert names == {"completion": "completion-only", "full": "every-target", "prompt": "prompt-only", 0.25: "prompt weight 0.25"}
+    assert names == {
+        "completion": "completion-only",
+        "full": "every-target",
+        "prompt": "prompt-only",
+        0.25: "prompt weight 0.25",
+    }
     assert masked_name(ex.set_trained(1, True)) == "trained tokens"

@@ -88,7 +88,9 @@ def test_score_bad_input(gpt2_tok, tiny_model):
     with pytest.raises(TypeError, match="causal language model"):
         sv.score("model", gpt2_tok, prompt=P, completion=C)
     with pytest.raises(ValueError, match="not both"):
-        sv.score(tiny_model, gpt2_tok, prompt=P, completion=C, example=sv.build_example(gpt2_tok, prompt=P, completion=C))
+        sv.score(
+            tiny_model, gpt2_tok, prompt=P, completion=C, example=sv.build_example(gpt2_tok, prompt=P, completion=C)
+        )
     with pytest.raises(ValueError, match="reads at most"):
         sv.score(tiny_model, gpt2_tok, prompt="word " * 300, completion=C)
     with pytest.raises(ValueError, match="top_k"):

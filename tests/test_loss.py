@@ -48,8 +48,12 @@ def test_prompt_loss_weight_formula(gpt2_tok_padded, tiny_model):
     # Weight 0 gives the completion-only loss, weight 1 the full loss.
     b0, b1 = batch(gpt2_tok_padded, 0.0), batch(gpt2_tok_padded, 1.0)
     bc, bf = batch(gpt2_tok_padded, "completion"), batch(gpt2_tok_padded, "full")
-    assert float(sv.sft_loss(logits, b0["labels"], b0["loss_weights"])) == pytest.approx(float(sv.sft_loss(logits, bc["labels"])), abs=1e-6)
-    assert float(sv.sft_loss(logits, b1["labels"], b1["loss_weights"])) == pytest.approx(float(sv.sft_loss(logits, bf["labels"])), abs=1e-6)
+    assert float(sv.sft_loss(logits, b0["labels"], b0["loss_weights"])) == pytest.approx(
+        float(sv.sft_loss(logits, bc["labels"])), abs=1e-6
+    )
+    assert float(sv.sft_loss(logits, b1["labels"], b1["loss_weights"])) == pytest.approx(
+        float(sv.sft_loss(logits, bf["labels"])), abs=1e-6
+    )
 
 
 def test_nothing_to_train_gives_attached_zero(tiny_model):

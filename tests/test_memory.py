@@ -25,7 +25,7 @@ def test_raised_during_and_restored_after_nested_blocks(monkeypatch):
         with M.reuse_large_buffers():  # a second run at the same time changes nothing more
             pass
         assert len(fake.calls) == len(M.DURING)
-    assert fake.calls[len(M.DURING):] == [("mallopt", p, v) for p, v in M.AFTER.items()] + [("trim", 0)]
+    assert fake.calls[len(M.DURING) :] == [("mallopt", p, v) for p, v in M.AFTER.items()] + [("trim", 0)]
     assert M._depth == 0
 
 

@@ -11,25 +11,60 @@ import sftviz as sv
 from sftviz.modeling import BUNDLED_MODELS, resolve_device
 
 HEAVY_VIEW_LIBS = ("ipywidgets", "anywidget", "plotly", "matplotlib", "IPython.display")
+# The views: the core never imports them (they import the core).
+VIEW_MODULES = (
+    "sftviz.views",
+    "sftviz.views.vocab",
+    "sftviz.views.records",
+    "sftviz.views.html",
+    "sftviz.views.plots",
+    "sftviz.render",
+    "sftviz.plots",
+    "sftviz.widgets",
+)
+
+
+def core_modules() -> list:
+    """Every module of the package that is not a view: data, scoring, loss, training, the course tools."""
+    import pkgutil
+
+    import sftviz
+
+    names = ["sftviz"] + [m.name for m in pkgutil.walk_packages(sftviz.__path__, "sftviz.")]
+    return [n for n in names if not any(n == v or n.startswith(v + ".") for v in VIEW_MODULES)]
 
 
 def test_core_imports_no_view_library():
-    core = ["sftviz", "sftviz.data", "sftviz.collate", "sftviz.logprobs", "sftviz.loss", "sftviz.gradients",
-            "sftviz.datasets", "sftviz.modeling"]
-    for optional in ("sftviz.train", "sftviz.faults"):
-        try:
-            __import__(optional)
-            core.append(optional)
-        except ImportError:
-            pass
+    core = core_modules()
+    assert {"sftviz.train.engine", "sftviz.chat", "sftviz.faults", "sftviz.exercises"} <= set(core)
     code = (
         "import sys\n"
         f"for m in {core!r}: __import__(m)\n"
+        f"bad = [m for m in {HEAVY_VIEW_LIBS + VIEW_MODULES!r} if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"the core imported view libraries or view modules: {out}"
+
+
+def test_static_views_import_no_display_library():
+    """The static HTML, the records and the vocabulary are plain Python; figures import matplotlib when drawn."""
+    static = [
+        "sftviz.render",
+        "sftviz.plots",
+        "sftviz.views.vocab",
+        "sftviz.views.records",
+        "sftviz.views.html",
+        "sftviz.views.plots",
+    ]
+    code = (
+        "import sys\n"
+        f"for m in {static!r}: __import__(m)\n"
         f"bad = [m for m in {HEAVY_VIEW_LIBS!r} if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "", f"the core imported view libraries: {out}"
+    assert out == "", f"the static views imported display libraries: {out}"
 
 
 # ---------------------------------------------------------------------------------------- models
@@ -145,7 +180,10 @@ def test_support_prompts_are_longer_than_completions(bundled):
 
 def test_user_jsonl(tmp_path):
     path = tmp_path / "mine.jsonl"
-    rows = [{"prompt": "a", "completion": "b"}, {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}]
+    rows = [
+        {"prompt": "a", "completion": "b"},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     assert sv.load_dataset(str(path)) == rows
     assert sv.load_dataset(path) == rows

@@ -13,8 +13,14 @@ HOSTILE = "<img src=x onerror=alert(1)> </script> \"q\" & 'a'"
 
 
 def mc(**kw):
-    q = {"id": "q1", "type": "multiple_choice", "prompt": "Which?", "choices": ["a", "b", "c"], "answer": "B",
-         "explanation": "Because."}
+    q = {
+        "id": "q1",
+        "type": "multiple_choice",
+        "prompt": "Which?",
+        "choices": ["a", "b", "c"],
+        "answer": "B",
+        "explanation": "Because.",
+    }
     q.update(kw)
     return q
 
@@ -48,8 +54,16 @@ def test_answers_are_not_always_the_same_letter():
 
 def test_banks_cover_the_seed_questions_and_the_classic_bugs():
     ids = {q.id for q in load_bank("all")}
-    seed_ids = {"joint-far-below-marginal", "joint-above-marginal", "specialising-a-pretrained-model",
-                "not-from-scratch", "why-mask-the-prompt", "unmasked-is-joint", "never-stops", "what-masking-changes"}
+    seed_ids = {
+        "joint-far-below-marginal",
+        "joint-above-marginal",
+        "specialising-a-pretrained-model",
+        "not-from-scratch",
+        "why-mask-the-prompt",
+        "unmasked-is-joint",
+        "never-stops",
+        "what-masking-changes",
+    }
     assert seed_ids <= ids
     topics = set(load_bank("all").topics())
     assert {"shift", "eos-and-padding", "masking", "reductions", "log-probabilities"} <= topics
@@ -64,12 +78,12 @@ def test_banks_do_not_copy_the_seed_text():
         pytest.skip("the seed text is not on this machine")
     seed = " ".join(f.read_text(encoding="utf-8", errors="replace") for f in files).lower()
     seed_words = re.findall(r"[a-z0-9]+", seed)
-    grams = {tuple(seed_words[i:i + 8]) for i in range(len(seed_words) - 7)}
+    grams = {tuple(seed_words[i : i + 8]) for i in range(len(seed_words) - 7)}
     for q in load_bank("all"):
         for text in [q.prompt, q.explanation] + [c.text for c in q.choices] + [c.why for c in q.choices]:
             words = re.findall(r"[a-z0-9]+", text.lower())
             for i in range(len(words) - 7):
-                assert tuple(words[i:i + 8]) not in grams, f"{q.id} copies the seed: {' '.join(words[i:i + 8])}"
+                assert tuple(words[i : i + 8]) not in grams, f"{q.id} copies the seed: {' '.join(words[i : i + 8])}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,8 +117,9 @@ def test_true_false_rules():
     with pytest.raises(ValueError, match="true or false"):
         parse_question({"id": "t", "type": "true_false", "prompt": "p", "answer": "no", "explanation": "e"})
     with pytest.raises(ValueError, match="no 'choices'"):
-        parse_question({"id": "t", "type": "true_false", "prompt": "p", "answer": True, "explanation": "e",
-                        "choices": ["a", "b"]})
+        parse_question(
+            {"id": "t", "type": "true_false", "prompt": "p", "answer": True, "explanation": "e", "choices": ["a", "b"]}
+        )
 
 
 def test_bank_errors_name_the_problem():

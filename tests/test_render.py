@@ -41,8 +41,13 @@ def body(html):
 
 
 def token_elements(html, role=None):
-    return [a for t, a in parse(html).tags if "data-sftviz-segment" in a and "data-sftviz-trained" in a
-            and (role is None or a.get("data-sftviz-role") == role)]
+    return [
+        a
+        for t, a in parse(html).tags
+        if "data-sftviz-segment" in a
+        and "data-sftviz-trained" in a
+        and (role is None or a.get("data-sftviz-role") == role)
+    ]
 
 
 @pytest.fixture()
@@ -160,8 +165,11 @@ def test_shifted_html_pairs_inputs_with_targets(ex):
 
 def test_token_html_escapes_hostile_text(hostile, tiny_model, gpt2_tok):
     rep = sv.score(tiny_model, gpt2_tok, example=hostile)
-    for html in (render.token_html(hostile, title=HOSTILE), render.token_html(hostile, shifted=True),
-                 render.logprob_html(rep, title=HOSTILE)):
+    for html in (
+        render.token_html(hostile, title=HOSTILE),
+        render.token_html(hostile, shifted=True),
+        render.logprob_html(rep, title=HOSTILE),
+    ):
         b = body(html)
         tags = {t for t, _ in parse(b).tags}
         assert "img" not in tags and "script" not in tags and "b" not in tags
@@ -188,8 +196,13 @@ def test_notes_are_shown(gpt2_tok):
 
 
 def test_chat_example_html(gpt2_tok):
-    ex = sv.build_example(gpt2_tok, messages=[{"role": "user", "content": "How much is the lamp?"},
-                                              {"role": "assistant", "content": "12 dollars."}])
+    ex = sv.build_example(
+        gpt2_tok,
+        messages=[
+            {"role": "user", "content": "How much is the lamp?"},
+            {"role": "assistant", "content": "12 dollars."},
+        ],
+    )
     html = render.token_html(ex)
     segs = {e["data-sftviz-segment"] for e in token_elements(html, role="token")}
     assert {"user", "assistant"} <= segs
@@ -215,8 +228,15 @@ def test_logprob_html_shows_the_identity_and_table(rep):
 
 
 def test_identity_html_flags_impossible_numbers(rep):
-    bad = sv.ScoreReport(joint=-3.5, marginal=-5.2, conditional=1.7, rows=rep.rows, example=rep.example,
-                         n_prompt_scored=rep.n_prompt_scored, n_completion_scored=rep.n_completion_scored)
+    bad = sv.ScoreReport(
+        joint=-3.5,
+        marginal=-5.2,
+        conditional=1.7,
+        rows=rep.rows,
+        example=rep.example,
+        n_prompt_scored=rep.n_prompt_scored,
+        n_completion_scored=rep.n_completion_scored,
+    )
     html = render.identity_html(bad)
     assert 'class="sftviz-error"' in html and "cannot come from a correct computation" in html
 
@@ -229,9 +249,13 @@ def test_identity_html_flags_impossible_numbers(rep):
 def fake_grads(tokens, segments):
     n = len(tokens)
     return SimpleNamespace(
-        positions=list(range(n)), tokens=tokens, segments=segments,
-        input_grad_masked=[0.5] * (n - 1) + [0.0], input_grad_full=[1.0] * (n - 1) + [0.0],
-        target_grad=[None] * (n - 1) + [0.3], cosine=0.42,
+        positions=list(range(n)),
+        tokens=tokens,
+        segments=segments,
+        input_grad_masked=[0.5] * (n - 1) + [0.0],
+        input_grad_full=[1.0] * (n - 1) + [0.0],
+        target_grad=[None] * (n - 1) + [0.3],
+        cosine=0.42,
         layer_norms_masked={"embeddings": 1.0, "block_0": 2.0, "head": 0.5},
         layer_norms_full={"embeddings": 2.0, "block_0": 3.0, "head": 1.0},
     )
@@ -255,6 +279,33 @@ def test_gradient_records_from_a_contract_shaped_object():
         render.gradient_records(object())
 
 
+def test_a_new_segment_needs_one_vocabulary_entry(monkeypatch):
+    """A new kind of token (a chat role "tool", say) is one Segment in sftviz.views.vocab: words, tooltips,
+    labels, legend, CSS and the JS vocabulary follow."""
+    from sftviz.views import vocab
+
+    tool = vocab.Segment("tool", "tool output", "what a tool returned: context", "system", labelled=True)
+    monkeypatch.setitem(vocab.SEGMENTS, "tool", tool)
+    g = fake_grads(["<|endoftext|>", "Q", "42"], ["bos", "tool", "completion"])
+    d = render.gradient_records(g)
+    assert "tool output" in d["tokens"][1]["tip"][0] and d["tokens"][1]["special"] is False
+    html = render.gradients_html(g)
+    assert 'title="what a tool returned: context"' in html and ">tool output<" in html
+    assert 'class="sftviz-seglabel" data-sftviz-segment="tool">tool output<' in render.tokens_strip_html(d["tokens"])
+    css = render.style_tag()
+    assert '.sftviz-tok[data-sftviz-segment="tool"],.sftviz .sftviz-seglabel[data-sftviz-segment="tool"]' in css
+    assert '"tool":{"words":"tool output"' in vocab.js_prelude()
+    assert vocab.segment("tool").tint == vocab.SWATCHES["system"].tint
+
+
+def test_example_and_report(ex, rep):
+    assert render.example_and_report(ex) == (ex, None)
+    assert render.example_and_report(rep) == (rep.example, rep)
+    assert render.example_and_report(rep.example, rep) == (rep.example, rep)
+    with pytest.raises(ValueError, match="not a report plus other scores"):
+        render.example_and_report(rep, object())
+
+
 def test_gradients_html_with_the_core(tiny_model, gpt2_tok, ex):
     gradients = pytest.importorskip("sftviz.gradients")
     g = gradients.token_gradients(tiny_model, gpt2_tok, ex)
@@ -269,9 +320,21 @@ def test_gradients_html_with_the_core(tiny_model, gpt2_tok, ex):
 def test_runs_table_html():
     empty = render.runs_table_html([])
     assert "No runs yet" in empty
-    html = render.runs_table_html([{"name": HOSTILE, "masking": "completion", "fault": "none", "steps": "3/3",
-                                    "status": "finished", "loss": 1.5, "prompt_nll": None, "completion_nll": 1.5,
-                                    "eval_cond": -0.5}])
+    html = render.runs_table_html(
+        [
+            {
+                "name": HOSTILE,
+                "masking": "completion",
+                "fault": "none",
+                "steps": "3/3",
+                "status": "finished",
+                "loss": 1.5,
+                "prompt_nll": None,
+                "completion_nll": 1.5,
+                "eval_cond": -0.5,
+            }
+        ]
+    )
     b = body(html)
     assert "<img" not in b and "\u22120.500" in b and "1.500" in b
 
@@ -279,8 +342,16 @@ def test_runs_table_html():
 def test_quiz_html_escapes_and_can_hide_answers():
     from sftviz.quiz import parse_question
 
-    q = parse_question({"id": "x", "type": "multiple_choice", "prompt": HOSTILE, "choices": ["<b>a</b>", "b & c"],
-                        "answer": "B", "explanation": "</script>"})
+    q = parse_question(
+        {
+            "id": "x",
+            "type": "multiple_choice",
+            "prompt": HOSTILE,
+            "choices": ["<b>a</b>", "b & c"],
+            "answer": "B",
+            "explanation": "</script>",
+        }
+    )
     html = render.quiz_html([q])
     b = body(html)
     assert "<script" not in b and "</script>" not in b and "<b>a</b>" not in b and "b &amp; c" in b
@@ -312,12 +383,18 @@ def test_plots_return_figures(rep, ex, hostile):
 def test_plot_runs_takes_run_like_dicts():
     from sftviz import plots
 
-    hist = [{"kind": "train", "step": s, "loss": 1.0 / s, "prompt_nll": 2.0, "completion_nll": 1.0 / s, "grad_norm": 1.0}
-            for s in range(1, 6)]
-    evals = [{"kind": "eval", "step": s, "cond_logprob_per_token": -1.0 / (s + 1), "marg_logprob_per_token": -2.0}
-             for s in (0, 5)]
-    runs = [{"config": {"masking": "completion"}, "history": hist, "evals": evals},
-            {"config": {"masking": 0.1, "fault": "eos_masked"}, "history": hist, "evals": []}]
+    hist = [
+        {"kind": "train", "step": s, "loss": 1.0 / s, "prompt_nll": 2.0, "completion_nll": 1.0 / s, "grad_norm": 1.0}
+        for s in range(1, 6)
+    ]
+    evals = [
+        {"kind": "eval", "step": s, "cond_logprob_per_token": -1.0 / (s + 1), "marg_logprob_per_token": -2.0}
+        for s in (0, 5)
+    ]
+    runs = [
+        {"config": {"masking": "completion"}, "history": hist, "evals": evals},
+        {"config": {"masking": 0.1, "fault": "eos_masked"}, "history": hist, "evals": []},
+    ]
     fig = plots.plot_runs(runs)
     axes = fig.get_axes()
     assert len(axes) == 6

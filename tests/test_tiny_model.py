@@ -1,4 +1,5 @@
-"""Tests of the bundled tiny model, its tokenizer, the bundled data files and the world generator.
+"""Tests of the bundled tiny model, its tokenizer, the bundled data files and the world generator
+(``scripts/world.py``, a build-time module outside the package).
 
 The model and tokenizer are loaded with the transformers Auto classes straight from the asset
 folder, offline, without any other sftviz module, so these tests check the files themselves.
@@ -9,16 +10,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from sftviz import world as W  # noqa: E402
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # the world generator is a build-time module, not part of sftviz
+
+import world as W  # noqa: E402
+
 MODEL_DIR = ROOT / "sftviz" / "assets" / "sftviz-tiny"
 DATA_DIR = ROOT / "sftviz" / "assets" / "data"
 CHAT_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
@@ -47,6 +51,7 @@ def model():
 # files and loading
 # ------------------------------------------------------------------------------------------------
 
+
 def test_files_are_safetensors_and_small():
     names = {f.name for f in MODEL_DIR.iterdir()}
     assert "model.safetensors" in names
@@ -69,6 +74,7 @@ def test_model_loads_offline_and_has_1_to_3m_params(model, tok):
 # ------------------------------------------------------------------------------------------------
 # tokenizer
 # ------------------------------------------------------------------------------------------------
+
 
 def test_special_tokens_are_set_and_distinct(tok):
     ids = [tok.bos_token_id, tok.eos_token_id, tok.pad_token_id] + tok.convert_tokens_to_ids(CHAT_TOKENS)
@@ -95,12 +101,15 @@ def test_numbers_split_into_subword_tokens(tok):
 
 
 def test_chat_template(tok):
-    msgs = [{"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "How much is the Zephyr Kettle?"},
-            {"role": "assistant", "content": "49 dollars."}]
+    msgs = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "How much is the Zephyr Kettle?"},
+        {"role": "assistant", "content": "49 dollars."},
+    ]
     text = tok.apply_chat_template(msgs, tokenize=False)
-    assert text == ("<|bos|><|system|>Be brief.<|end|><|user|>How much is the Zephyr Kettle?<|end|>"
-                    "<|assistant|>49 dollars.<|end|>")
+    assert text == (
+        "<|bos|><|system|>Be brief.<|end|><|user|>How much is the Zephyr Kettle?<|end|><|assistant|>49 dollars.<|end|>"
+    )
     ids = tok.apply_chat_template(msgs, tokenize=True)
     if hasattr(ids, "keys"):
         ids = ids["input_ids"]
@@ -108,7 +117,7 @@ def test_chat_template(tok):
     assert ids.count(tok.convert_tokens_to_ids("<|end|>")) == 3
     for t in ["<|system|>", "<|user|>", "<|assistant|>"]:
         assert ids.count(tok.convert_tokens_to_ids(t)) == 1
-    assert tok.decode(ids) == text                                 # round trip
+    assert tok.decode(ids) == text  # round trip
     assert ids == tok(text, add_special_tokens=False)["input_ids"]
 
     gen = tok.apply_chat_template(msgs[:2], tokenize=False, add_generation_prompt=True)
@@ -119,6 +128,7 @@ def test_chat_template(tok):
 # ------------------------------------------------------------------------------------------------
 # quality
 # ------------------------------------------------------------------------------------------------
+
 
 @torch.no_grad()
 def _continuation_logprobs(model, tok, pairs):
@@ -133,7 +143,7 @@ def _continuation_logprobs(model, tok, pairs):
     ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s in seqs])
     att = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
     logp = torch.log_softmax(model(input_ids=ids, attention_mask=att).logits.float(), -1)
-    return [float(logp[i, a - 1:b - 1].gather(-1, ids[i, a:b, None]).sum()) for i, (a, b) in enumerate(spans)]
+    return [float(logp[i, a - 1 : b - 1].gather(-1, ids[i, a:b, None]).sum()) for i, (a, b) in enumerate(spans)]
 
 
 def test_heldout_statement_accuracy(model, tok):
@@ -141,7 +151,7 @@ def test_heldout_statement_accuracy(model, tok):
     assert len(items) >= 100
     correct = 0
     for start in range(0, len(items), 16):
-        chunk = items[start:start + 16]
+        chunk = items[start : start + 16]
         pairs = [(it["context"], c) for it in chunk for c in [it["true"]] + it["distractors"]]
         scores = iter(_continuation_logprobs(model, tok, pairs))
         for it in chunk:
@@ -153,8 +163,7 @@ def test_heldout_statement_accuracy(model, tok):
 @torch.no_grad()
 def test_heldout_corpus_nll_well_below_uniform(model, tok):
     docs = (DATA_DIR / "heldout-corpus.txt").read_text(encoding="utf-8").splitlines()[:300]
-    seqs = [[tok.bos_token_id] + tok(d, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            for d in docs if d]
+    seqs = [[tok.bos_token_id] + tok(d, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for d in docs if d]
     width = max(map(len, seqs))
     ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s in seqs])
     att = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
@@ -167,6 +176,7 @@ def test_heldout_corpus_nll_well_below_uniform(model, tok):
 # ------------------------------------------------------------------------------------------------
 # data files
 # ------------------------------------------------------------------------------------------------
+
 
 def _products_in(rows: list[str], names: list[str]) -> set[str]:
     return {n for n in names for r in rows if n in r}
@@ -241,6 +251,7 @@ def test_bundled_data_matches_the_generator():
 # the generator
 # ------------------------------------------------------------------------------------------------
 
+
 def test_generator_is_deterministic():
     a, b, c = W.make_world(0), W.make_world(0), W.make_world(1)
     assert a == b and a != c
@@ -272,7 +283,6 @@ def test_world_shape():
     assert len(tp) == 30 and len(ep) == 10
     corpus = W.pretraining_corpus(world, 2000, seed=0)
     assert not any("Customer:" in d or "Assistant:" in d or "?" in d for d in corpus)
-
 
 
 def test_hf_loss_is_named_so_it_does_not_warn():

@@ -16,7 +16,6 @@ from sftviz.loss import loss_breakdown, sft_loss, supervised_head_loss
 from sftviz.runs import TIMING_KEYS, Run, load_run
 from sftviz.train import CallbackError, TrainingDivergedWarning, compare_masking, finetune
 
-
 ITEMS = ["lamp", "Nova Fan", "Zephyr Kettle", "fox", "dog", "kettle", "fan"]
 PRICES = ["12 dollars.", "49 dollars.", "two years.", "yes.", "five.", "teal.", "Yes, two years in teal."]
 
@@ -25,7 +24,11 @@ def make_rows(n=21):
     rows = []
     for i in range(n):
         item, ans = ITEMS[i % len(ITEMS)], PRICES[(i * 3) % len(PRICES)]
-        prompt = ("Customer: " if i % 2 else "Question: ") + f"How much is the {item}?" + ("\nAssistant:" if i % 2 else "\nAnswer:")
+        prompt = (
+            ("Customer: " if i % 2 else "Question: ")
+            + f"How much is the {item}?"
+            + ("\nAssistant:" if i % 2 else "\nAnswer:")
+        )
         rows.append({"prompt": prompt, "completion": " " + ans})
     return rows
 
@@ -39,8 +42,9 @@ def make_tiny_gpt2(vocab_size, seed=0, n_positions=128):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=n_positions,
-                     bos_token_id=0, eos_token_id=0)
+    cfg = GPT2Config(
+        vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=n_positions, bos_token_id=0, eos_token_id=0
+    )
     return GPT2LMHeadModel(cfg).eval()
 
 
@@ -114,14 +118,20 @@ def test_padding_trained_counts_the_padding_of_its_own_batch(tiny_model, gpt2_to
     exs = [build_example(tok, prompt=ROWS[i]["prompt"], completion=ROWS[i]["completion"], warn=False) for i in idx]
     longest = max(len(build_example(tok, prompt=r["prompt"], completion=r["completion"], warn=False)) for r in ROWS)
     assert max(len(e) for e in exs) < longest  # the step's batch is padded less than the whole table
-    batch = apply_label_fault(get_fault("padding_trained"), collate_examples(exs, tok.pad_token_id),
-                              eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+    batch = apply_label_fault(
+        get_fault("padding_trained"),
+        collate_examples(exs, tok.pad_token_id),
+        eos_id=tok.eos_token_id,
+        pad_id=tok.pad_token_id,
+    )
     weights = batch["loss_weights"] * (batch["labels"] != -100)
     weights[:, 0] = 0.0
     with torch.no_grad():
         # The engine runs right-padded batches with a causal-only mask: real tokens are unaffected, and the
         # (here trained) pad positions see the pads before them.
-        logits = tiny_model(input_ids=batch["input_ids"], attention_mask=torch.ones_like(batch["attention_mask"])).logits
+        logits = tiny_model(
+            input_ids=batch["input_ids"], attention_mask=torch.ones_like(batch["attention_mask"])
+        ).logits
         expected = sft_loss(logits, batch["labels"], weights).item()
     rec = finetune(tiny_model, tok, ROWS, "completion", **fast(steps=1, seed=seed, fault="padding_trained")).history[0]
     assert rec["n_trained"] == int((weights > 0).sum())
@@ -132,13 +142,22 @@ def test_first_step_loss_and_nlls_match_the_core_functions(tiny_model, gpt2_tok_
     """The recorded loss and prompt/completion NLL equal sft_loss / loss_breakdown on the same batch."""
     idx = first_indices(len(ROWS), 4)
     for masking in ("completion", "full", 0.1):
-        exs = [build_example(gpt2_tok_padded, prompt=ROWS[i]["prompt"], completion=ROWS[i]["completion"], masking=masking, warn=False) for i in idx]
+        exs = [
+            build_example(
+                gpt2_tok_padded, prompt=ROWS[i]["prompt"], completion=ROWS[i]["completion"], masking=masking, warn=False
+            )
+            for i in idx
+        ]
         batch = collate_examples(exs, gpt2_tok_padded.pad_token_id)
         with torch.no_grad():
             logits = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             expected = sft_loss(logits, batch["labels"], batch["loss_weights"]).item()
-            head = supervised_head_loss(tiny_model, batch["input_ids"], batch["labels"], batch["attention_mask"], batch["loss_weights"]).item()
-        br = loss_breakdown(logits, batch["input_ids"], batch["completion_mask"], batch["attention_mask"], batch["prompt_mask"])
+            head = supervised_head_loss(
+                tiny_model, batch["input_ids"], batch["labels"], batch["attention_mask"], batch["loss_weights"]
+            ).item()
+        br = loss_breakdown(
+            logits, batch["input_ids"], batch["completion_mask"], batch["attention_mask"], batch["prompt_mask"]
+        )
         assert head == pytest.approx(expected, rel=1e-5)
         for head_mode in ("supervised", "full"):
             rec = finetune(tiny_model, gpt2_tok_padded, ROWS, masking, **fast(steps=1, head=head_mode)).history[0]
@@ -241,21 +260,30 @@ def test_grad_accum_is_a_ratio_of_sums(tiny_model, gpt2_tok_padded):
     for name in g_big:
         assert torch.allclose(g_big[name], g_acc[name], rtol=1e-4, atol=1e-6), name
     # the classic bug: averaging the micro-batch averages gives another gradient
-    bad, g_bad = _first_step_grads(tiny_model, gpt2_tok_padded, batch_size=4, grad_accum=2, fault="accum_mean_of_means", **common)
+    bad, g_bad = _first_step_grads(
+        tiny_model, gpt2_tok_padded, batch_size=4, grad_accum=2, fault="accum_mean_of_means", **common
+    )
     assert abs(bad.history[0]["loss"] - big.history[0]["loss"]) > 1e-4
     assert any(not torch.allclose(g_big[n], g_bad[n], rtol=1e-3, atol=1e-6) for n in g_big)
 
 
 def test_prompt_grad_share_matches_two_separate_gradients(tiny_model, gpt2_tok_padded):
     idx = first_indices(len(ROWS), 4)
-    exs = [build_example(gpt2_tok_padded, prompt=ROWS[i]["prompt"], completion=ROWS[i]["completion"], masking="full", warn=False) for i in idx]
+    exs = [
+        build_example(
+            gpt2_tok_padded, prompt=ROWS[i]["prompt"], completion=ROWS[i]["completion"], masking="full", warn=False
+        )
+        for i in idx
+    ]
     batch = collate_examples(exs, gpt2_tok_padded.pad_token_id)
     logits = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     total_w = batch["loss_weights"][:, 1:].sum()
     comp_w = batch["loss_weights"] * batch["completion_mask"]
     prompt_w = batch["loss_weights"] * (1 - batch["completion_mask"])
     params = [p for p in tiny_model.parameters()]
-    gp = torch.autograd.grad(sft_loss(logits, batch["labels"], prompt_w, normalizer=total_w), params, retain_graph=True, allow_unused=True)
+    gp = torch.autograd.grad(
+        sft_loss(logits, batch["labels"], prompt_w, normalizer=total_w), params, retain_graph=True, allow_unused=True
+    )
     gc = torch.autograd.grad(sft_loss(logits, batch["labels"], comp_w, normalizer=total_w), params, allow_unused=True)
     gp = [torch.zeros_like(p) if g is None else g for p, g in zip(params, gp)]
     gc = [torch.zeros_like(p) if g is None else g for p, g in zip(params, gc)]
@@ -300,7 +328,10 @@ def test_measure_every_skips_only_the_untrained_part(tiny_model, gpt2_tok_padded
 def test_evaluation_schedule_and_fields(tiny_model, gpt2_tok_padded):
     seen = []
     run = finetune(
-        tiny_model, gpt2_tok_padded, ROWS, **fast(steps=5, eval_data=EVAL, eval_every=2, eval_examples=3),
+        tiny_model,
+        gpt2_tok_padded,
+        ROWS,
+        **fast(steps=5, eval_data=EVAL, eval_every=2, eval_examples=3),
         callbacks=[lambda rec, run: seen.append((rec["kind"], rec["step"]))],
     )
     assert [e["step"] for e in run.evals] == [0, 2, 4, 5]
@@ -321,17 +352,19 @@ def test_evaluation_schedule_and_fields(tiny_model, gpt2_tok_padded):
     marg = sum(r.marginal for r in reps) / sum(r.n_prompt_scored for r in reps)
     assert run.evals[0]["cond_logprob_per_token"] == pytest.approx(cond, rel=1e-5)
     assert run.evals[0]["marg_logprob_per_token"] == pytest.approx(marg, rel=1e-5)
-    none = finetune(tiny_model, gpt2_tok_padded, ROWS, **fast(steps=2, eval_data=EVAL, eval_every=None, eval_examples=0))
+    none = finetune(
+        tiny_model, gpt2_tok_padded, ROWS, **fast(steps=2, eval_data=EVAL, eval_every=None, eval_examples=0)
+    )
     assert [e["step"] for e in none.evals] == [0, 2] and none.evals[0]["exact_match"] is None
 
 
 def test_batched_greedy_generation_matches_one_at_a_time(tiny_model, gpt2_tok_padded):
     """Left-padded batched decoding gives each example the same tokens as decoding it alone."""
-    from sftviz.train import _EvalSet
+    from sftviz.train.evaluation import EvalSet
 
     exs = [build_example(gpt2_tok_padded, prompt=r["prompt"], completion=r["completion"], warn=False) for r in EVAL]
     assert len({len(ex) for ex in exs}) > 1
-    evalset = _EvalSet(gpt2_tok_padded, exs, gpt2_tok_padded.pad_token_id, 6, 128)
+    evalset = EvalSet(gpt2_tok_padded, exs, gpt2_tok_padded.pad_token_id, 6, 128)
     batched = evalset.generate(tiny_model, torch.device("cpu"), _nullamp)
     for ex, got in zip(exs, batched):
         ids = torch.tensor([ex.input_ids[: ex.n_prompt]])
@@ -358,7 +391,9 @@ def _nullamp():
 def test_exact_match_counts_a_memorised_answer(gpt2_tok_padded):
     rows = [{"prompt": "Question: How much is the lamp?\nAnswer:", "completion": " 12 dollars."}] * 4
     model = no_dropout(make_tiny_gpt2(len(gpt2_tok_padded), seed=1))
-    run = finetune(model, gpt2_tok_padded, rows, **fast(steps=60, lr=1e-2, eval_data=rows[:1], eval_every=None, eval_examples=1))
+    run = finetune(
+        model, gpt2_tok_padded, rows, **fast(steps=60, lr=1e-2, eval_data=rows[:1], eval_every=None, eval_examples=1)
+    )
     assert run.evals[0]["exact_match"] == 0.0
     assert run.evals[-1]["exact_match"] == 1.0, run.evals[-1]["samples"]
     assert run.evals[-1]["samples"][0]["generated"] == " 12 dollars." and run.evals[-1]["stop_rate"] == 1.0
@@ -398,7 +433,14 @@ def test_stop_flag_ends_the_run_cleanly(tiny_model, gpt2_tok_padded):
         if record["kind"] == "train" and record["step"] == 3:
             flag.set()
 
-    run = finetune(tiny_model, gpt2_tok_padded, ROWS, **fast(steps=10, eval_data=EVAL, eval_examples=1), stop=flag, callbacks=stopper)
+    run = finetune(
+        tiny_model,
+        gpt2_tok_padded,
+        ROWS,
+        **fast(steps=10, eval_data=EVAL, eval_examples=1),
+        stop=flag,
+        callbacks=stopper,
+    )
     assert run.stopped and run.status == "stopped" and len(run.history) == 3
     assert [e["step"] for e in run.evals] == [0]
     assert not run.model.training
@@ -432,7 +474,9 @@ def test_nan_loss_stops_with_a_message(tiny_model, gpt2_tok_padded):
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", ["shifted_labels", "eos_masked", "padding_trained", "prompt_trained", "per_sequence_mean"])
+@pytest.mark.parametrize(
+    "fault", ["shifted_labels", "eos_masked", "padding_trained", "prompt_trained", "per_sequence_mean"]
+)
 def test_faults_change_the_objective_but_not_the_measurements(tiny_model, gpt2_tok_padded, fault):
     good = finetune(tiny_model, gpt2_tok_padded, ROWS, **fast(steps=1)).history[0]
     bad_run = finetune(tiny_model, gpt2_tok_padded, ROWS, **fast(steps=1, fault=fault))
@@ -463,7 +507,9 @@ def test_fault_validation(tiny_model, gpt2_tok_padded):
 
 
 def test_save_load_round_trip(tiny_model, gpt2_tok_padded, tmp_path):
-    run = finetune(tiny_model, gpt2_tok_padded, ROWS, 0.25, **fast(steps=3, eval_data=EVAL, eval_every=2, eval_examples=2))
+    run = finetune(
+        tiny_model, gpt2_tok_padded, ROWS, 0.25, **fast(steps=3, eval_data=EVAL, eval_every=2, eval_examples=2)
+    )
     path = run.save(tmp_path / "runs" / "r.json")
     assert sorted(os.listdir(path.parent)) == ["r.json"]  # no temporary file left behind
     back = load_run(path)
@@ -505,8 +551,17 @@ def test_save_refuses_weights_without_a_model(tmp_path):
 
 
 def test_compare_masking_same_start_same_batches(tiny_model, gpt2_tok_padded):
-    runs = compare_masking(tiny_model, gpt2_tok_padded, ROWS, maskings=("completion", "full", 0.1), steps=3,
-                           batch_size=4, lr=1e-2, device="cpu", progress=False)
+    runs = compare_masking(
+        tiny_model,
+        gpt2_tok_padded,
+        ROWS,
+        maskings=("completion", "full", 0.1),
+        steps=3,
+        batch_size=4,
+        lr=1e-2,
+        device="cpu",
+        progress=False,
+    )
     assert list(runs) == ["completion", "full", 0.1]
     first = [r.history[0] for r in runs.values()]
     # same initial weights and the same first batch: the measurements of step 1 agree
@@ -527,7 +582,9 @@ def test_compare_masking_same_start_same_batches(tiny_model, gpt2_tok_padded):
 def test_compare_masking_stops_after_a_stopped_run(tiny_model, gpt2_tok_padded):
     flag = threading.Event()
     flag.set()
-    runs = compare_masking(tiny_model, gpt2_tok_padded, ROWS, steps=2, batch_size=4, device="cpu", progress=False, stop=flag)
+    runs = compare_masking(
+        tiny_model, gpt2_tok_padded, ROWS, steps=2, batch_size=4, device="cpu", progress=False, stop=flag
+    )
     assert list(runs) == ["completion"] and runs["completion"].stopped and runs["completion"].history == []
 
 
@@ -601,7 +658,9 @@ def test_head_falls_back_to_full_logits_when_the_model_changes_them(gpt2_tok_pad
 
 def test_bf16_autocast_on_the_cpu_is_an_option(tiny_model, gpt2_tok_padded):
     fp32 = finetune(tiny_model, gpt2_tok_padded, ROWS, **fast(steps=2))
-    bf16 = finetune(tiny_model, gpt2_tok_padded, ROWS, **fast(steps=2, precision="bf16", eval_data=EVAL, eval_examples=1))
+    bf16 = finetune(
+        tiny_model, gpt2_tok_padded, ROWS, **fast(steps=2, precision="bf16", eval_data=EVAL, eval_examples=1)
+    )
     assert fp32.config["precision_used"] == "fp32" and bf16.config["precision_used"] == "bf16-autocast"
     assert bf16.history[0]["loss"] == pytest.approx(fp32.history[0]["loss"], rel=0.05)
     assert next(bf16.model.parameters()).dtype == torch.float32  # the weights stay fp32
@@ -638,8 +697,21 @@ def test_lesson_masking_on_and_off_from_the_same_start():
 
     model, tok = load_model(device="cpu")
     train, held = load_dataset("support", split="train"), load_dataset("support", split="eval")
-    runs = compare_masking(model, tok, train, maskings=("completion", "full"), steps=150, batch_size=16, lr=1e-3,
-                           seed=0, device="cpu", eval_data=held, eval_every=None, eval_examples=40, progress=False)
+    runs = compare_masking(
+        model,
+        tok,
+        train,
+        maskings=("completion", "full"),
+        steps=150,
+        batch_size=16,
+        lr=1e-3,
+        seed=0,
+        device="cpu",
+        eval_data=held,
+        eval_every=None,
+        eval_examples=40,
+        progress=False,
+    )
 
     def mean(run, key, sl):
         vals = [r[key] for r in run.history[sl]]

@@ -16,12 +16,12 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 
 from sftviz import exercises
 from sftviz.course import CODE_STUB, student_version
@@ -104,20 +104,31 @@ def test_diagnosis_answer_key_comes_from_the_parameter():
     student, _ = student_version(nb)
     source = "\n".join(c.source for c in student.cells)
     assert "MYSTERY_KEY" in source and "key=MYSTERY_KEY" in source
-    assert "mystery_assignment" not in source and "_hidden_fault" not in source
+    assert "mystery_assignment" not in source and "hidden_fault" not in source
 
 
 def test_nbgrader_release_has_no_solution_and_matches_the_student_version(tmp_path):
     pytest.importorskip("nbgrader")
     course = tmp_path / "course"
-    res = subprocess.run([sys.executable, "-m", "sftviz.course", "nbgrader", str(course), "--notebooks", str(ROOT / "notebooks")],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "sftviz.course", "nbgrader", str(course), "--notebooks", str(ROOT / "notebooks")],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     assert "nbgrader generate_assignment sft-lab" in res.stdout
     assert (course / "nbgrader_config.py").read_text().count(CODE_STUB) == 1
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))  # nbgrader runs `alembic`
-    res = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "sft-lab", "--force"],
-                         cwd=course, env=env, capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )  # nbgrader runs `alembic`
+    res = subprocess.run(
+        [sys.executable, "-m", "nbgrader", "generate_assignment", "sft-lab", "--force"],
+        cwd=course,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     released = sorted((course / "release" / "sft-lab").glob("*.ipynb"))
     assert [p.name for p in released] == [p.name for p in NOTEBOOKS]
@@ -160,14 +171,17 @@ def test_jupytext_sync_finds_every_notebook_in_step_with_its_source(tmp_path):
             assert path.read_text() == before[path.name], f"{path.name} changed under jupytext --sync"
         else:
             old, new = (nbformat.reads(t, as_version=4) for t in (before[path.name], path.read_text()))
-            assert [(c.cell_type, c.source, c.metadata) for c in new.cells] == \
-                   [(c.cell_type, c.source, c.metadata) for c in old.cells], f"{path.name} is not in step with its source"
+            assert [(c.cell_type, c.source, c.metadata) for c in new.cells] == [
+                (c.cell_type, c.source, c.metadata) for c in old.cells
+            ], f"{path.name} is not in step with its source"
             assert [c.get("outputs") for c in new.cells] == [c.get("outputs") for c in old.cells]
 
 
 def test_every_notebook_carries_the_repository_address_from_pyproject():
     repo = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "notebook_links.py"), "--check"], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "notebook_links.py"), "--check"], capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     owner_name = repo.removeprefix("https://github.com/")
     for path in NOTEBOOKS:
@@ -186,11 +200,21 @@ def test_every_notebook_carries_the_repository_address_from_pyproject():
 def test_widgets_python_side_under_ipywidgets_7():
     overlay = _need("SFTVIZ_IPYWIDGETS7", "ipywidgets 7.7 installed beside the venv's ipywidgets 8")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(overlay), str(ROOT)]))
-    version = subprocess.run([sys.executable, "-c", "import ipywidgets; print(ipywidgets.__version__)"],
-                             env=env, capture_output=True, text=True)
+    version = subprocess.run(
+        [sys.executable, "-c", "import ipywidgets; print(ipywidgets.__version__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert version.stdout.startswith("7.7."), version.stdout + version.stderr
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_widgets.py")],
-                         env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_widgets.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert re.search(r"\d+ passed", res.stdout) and " failed" not in res.stdout
 
@@ -207,8 +231,14 @@ def _offline_env(**extra) -> dict:
 def test_test_command_restarts_offline():
     """A second `bash scripts/test.sh` with no package index installs nothing and runs the tests."""
     env = _offline_env(SFTVIZ_VENV=sys.prefix)
-    res = subprocess.run(["bash", "scripts/test.sh", "-q", "-p", "no:cacheprovider", "-k", "test_there_are_five_notebooks"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        ["bash", "scripts/test.sh", "-q", "-p", "no:cacheprovider", "-k", "test_there_are_five_notebooks"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
     assert "nothing to install" in out and re.search(r"\b1 passed", out), out[-4000:]
@@ -226,15 +256,31 @@ def test_course_command_restarts_offline(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     token = "sftviz-offline-test"
-    dirs = {v: tmp_path / v.lower() for v in ("JUPYTER_RUNTIME_DIR", "JUPYTER_CONFIG_DIR", "JUPYTERLAB_WORKSPACES_DIR", "JUPYTERLAB_SETTINGS_DIR")}
+    dirs = {
+        v: tmp_path / v.lower()
+        for v in ("JUPYTER_RUNTIME_DIR", "JUPYTER_CONFIG_DIR", "JUPYTERLAB_WORKSPACES_DIR", "JUPYTERLAB_SETTINGS_DIR")
+    }
     for d in dirs.values():
         d.mkdir()
     env = _offline_env(SFTVIZ_VENV=str(venv), **{k: str(v) for k, v in dirs.items()})
     log = tmp_path / "course.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen(["bash", "scripts/course.sh", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-                                 "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"],
-                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                "bash",
+                "scripts/course.sh",
+                "--no-browser",
+                "--ip=127.0.0.1",
+                f"--port={port}",
+                "--ServerApp.port_retries=0",
+                f"--IdentityProvider.token={token}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline, status = time.monotonic() + 120, None
         while time.monotonic() < deadline and proc.poll() is None:
@@ -248,8 +294,10 @@ def test_course_command_restarts_offline(tmp_path):
         out = log.read_text()
         assert status is not None, f"JupyterLab did not answer (exit {proc.poll()}):\n{out[-4000:]}"
         assert "nothing to install" in out, out[-4000:]
-        with opener.open(f"http://127.0.0.1:{port}/api/contents/01_joint_marginal_conditional.ipynb?content=0&token={token}",
-                         timeout=5) as r:
+        with opener.open(
+            f"http://127.0.0.1:{port}/api/contents/01_joint_marginal_conditional.ipynb?content=0&token={token}",
+            timeout=5,
+        ) as r:
             assert json.loads(r.read())["type"] == "notebook"  # it serves the course's notebooks/
     finally:
         try:

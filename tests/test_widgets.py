@@ -70,8 +70,34 @@ def test_es_modules_and_css_follow_the_rules(name):
 def test_widget_classes_ship_their_module_and_css(ex):
     for cls in (W.TokenView, W.LogProbExplorer, W.GradientView, W.Quiz, masking_lab.LabPanel):
         esm, css = str(cls._esm), str(cls._css)
-        assert esm.startswith("// sftviz: helpers shared") and esm.count("export default") == 1
+        assert esm.startswith("// sftviz: the display vocabulary") and esm.count("export default") == 1
+        assert esm.index("const SV_VOCAB = ") < esm.index("// sftviz: helpers shared")
         assert ".sftviz" in css and "data-sftviz-trained" in css
+
+
+def test_the_vocabulary_reaches_js_and_css():
+    """Segment words, flags and colours come from sftviz.views.vocab, in the JS, the CSS and the static HTML."""
+    import json
+
+    from sftviz import render
+    from sftviz.views import vocab
+
+    esm, css = str(W.TokenView._esm), str(W.TokenView._css)
+    data = json.loads(esm.split("const SV_VOCAB = ", 1)[1].split(";\n", 1)[0])
+    assert data == json.loads(json.dumps(vocab.vocab_dict()))
+    assert set(data["segments"]) == set(vocab.SEGMENTS)
+    for name, seg in vocab.SEGMENTS.items():
+        assert data["segments"][name]["words"] == seg.words == render.SEGMENTS[name][0]
+        assert data["segments"][name]["special"] is seg.special and data["segments"][name]["labelled"] is seg.labelled
+        assert f'.sftviz .sftviz-tok[data-sftviz-segment="{name}"]' in css
+        assert f"--tint: var(--sv-{seg.swatch}-tint)" in css
+    for swatch in vocab.SWATCHES.values():
+        assert f"--sv-{swatch.name}: {swatch.colour};" in css
+    assert vocab.segment_css() in css and vocab.segment_css() not in (WIDGET_DIR / "_common.css").read_text()
+    common = (WIDGET_DIR / "_common.js").read_text()
+    assert "SV_VOCAB" in common and '"prompt x"' not in common and "end_of_turn" not in common
+    static = render.style_tag()
+    assert '[data-sftviz-segment="assistant"]' in static and "--sv-completion-tint:#fdefd0" in static
 
 
 def test_es_modules_parse(tmp_path):
@@ -182,9 +208,14 @@ def test_token_view_escapes_hostile_text(gpt2_tok):
 
 
 def test_chat_example(gpt2_tok):
-    chat = sv.build_example(gpt2_tok, messages=[{"role": "system", "content": "Be brief."},
-                                                {"role": "user", "content": "Price of the lamp?"},
-                                                {"role": "assistant", "content": "12 dollars."}])
+    chat = sv.build_example(
+        gpt2_tok,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Price of the lamp?"},
+            {"role": "assistant", "content": "12 dollars."},
+        ],
+    )
     v = W.TokenView(chat)
     assert {"system", "user", "assistant"} <= {r["segment"] for r in v.tokens}
 
@@ -253,26 +284,35 @@ def test_explorer_escapes(tiny_model, gpt2_tok):
 
 def test_explorer_takes_examples_and_reports(tiny_model, gpt2_tok, ex):
     rep = sv.score(tiny_model, gpt2_tok, example=ex)
-    shown = W.LogProbExplorer(rep)
+    shown = W.LogProbExplorer.from_report(rep, title="t")
+    assert shown.title == "t" and repr(shown).startswith("LogProbExplorer(joint=")
     assert shown.editable is False and shown.report is rep and shown.prompt == ex.source["prompt"]
     shown.prompt = "ignored"  # no model: nothing to rescore, no error
     assert shown.report is rep and shown.error == ""
     from_ex = W.LogProbExplorer(tiny_model, gpt2_tok, example=ex, data=[])
     assert from_ex.completion == ex.source["completion"]
-    chat = sv.build_example(gpt2_tok, messages=[{"role": "user", "content": "Lamp?"}, {"role": "assistant", "content": "12."}])
+    chat = sv.build_example(
+        gpt2_tok, messages=[{"role": "user", "content": "Lamp?"}, {"role": "assistant", "content": "12."}]
+    )
     c = W.LogProbExplorer(tiny_model, gpt2_tok, example=chat)
     assert c.editable is False and c.report is not None and c.options == []
     with pytest.raises(TypeError, match="model, tok"):
         W.LogProbExplorer()
+    with pytest.raises(TypeError, match=r"LogProbExplorer\.from_report\(report\)"):
+        W.LogProbExplorer(rep)  # the old guess: a report where the model goes
+    with pytest.raises(TypeError, match=r"from_report"):
+        W.LogProbExplorer(tiny_model, gpt2_tok, example=rep)
+    with pytest.raises(TypeError, match="ScoreReport"):
+        W.LogProbExplorer.from_report(ex)
 
 
 def test_explorer_default_picker_uses_the_bundled_data():
-    from sftviz.widgets.logprob_explorer import _rows_from
+    from sftviz.widgets.logprob_explorer import picker_rows
 
-    rows, skipped = _rows_from(None)
+    rows, skipped = picker_rows(None)
     assert rows and all(isinstance(r, dict) and "prompt" in r for _, r in rows)
     assert not any(label.endswith("Assistant: \u2192") for label, _ in rows)
-    rows, skipped = _rows_from([{"messages": [{"role": "user", "content": "x"}]}, ROWS[0]])
+    rows, skipped = picker_rows([{"messages": [{"role": "user", "content": "x"}]}, ROWS[0]])
     assert len(rows) == 1 and skipped == 1
 
 
@@ -285,16 +325,24 @@ def fake_grads(n=5):
     toks = ["<|endoftext|>", "Q", ":", " <img src=x>", "<|endoftext|>"][:n]
     segs = ["bos", "prompt", "prompt", "completion", "eos"][:n]
     return SimpleNamespace(
-        positions=list(range(n)), tokens=toks, segments=segs,
-        input_grad_masked=[0.1, 0.2, 0.3, 0.4, 0.0], input_grad_full=[0.5, 0.5, 0.5, 0.5, 0.0],
-        target_grad=[None, None, None, 0.7, 0.2], cosine=0.5,
+        positions=list(range(n)),
+        tokens=toks,
+        segments=segs,
+        input_grad_masked=[0.1, 0.2, 0.3, 0.4, 0.0],
+        input_grad_full=[0.5, 0.5, 0.5, 0.5, 0.0],
+        target_grad=[None, None, None, 0.7, 0.2],
+        cosine=0.5,
         layer_norms_masked={"embeddings": 1.0, "block_0": 2.0, "head": 0.1},
         layer_norms_full={"embeddings": 2.0, "block_0": 3.0, "head": 0.2},
     )
 
 
 def test_gradient_view_from_a_result():
-    g = W.GradientView(fake_grads())
+    with pytest.raises(TypeError, match=r"GradientView\.from_gradients\(grads\)"):
+        W.GradientView(fake_grads())  # the old guess: gradients where the model goes
+    with pytest.raises(TypeError, match="token_gradients"):
+        W.GradientView.from_gradients("not gradients")
+    g = W.GradientView.from_gradients(fake_grads())
     assert len(g.tokens) == 5 and len(g.layers) == 3 and g.cosine == 0.5
     assert g.scale["input"] == 0.5 and "0.500" in g.cosine_text
     assert repr(g) == "GradientView(5 tokens, 3 parameter groups, cosine=0.50)"
@@ -356,8 +404,9 @@ def fake_finetune(steps_done=None, fail=None, block=False):
     """A stand-in for sftviz.train.finetune with its contract: callbacks(record, run), stop.is_set()."""
     calls = []
 
-    def finetune(model, tok, data, masking="completion", *, steps, callbacks=(), stop=None, eval_data=None, fault=None,
-                 **kw):
+    def finetune(
+        model, tok, data, masking="completion", *, steps, callbacks=(), stop=None, eval_data=None, fault=None, **kw
+    ):
         calls.append({"masking": masking, "steps": steps, "fault": fault, **kw})
         run = SimpleNamespace(history=[], evals=[], config={"masking": masking}, status="running")
         if fail:
@@ -376,8 +425,17 @@ def fake_finetune(steps_done=None, fail=None, block=False):
                 time.sleep(0.01)
                 continue
             k += 1
-            rec = {"kind": "train", "step": k, "loss": 1.0 / k, "prompt_nll": 3.0, "completion_nll": 1.0 / k,
-                   "grad_norm": 2.0, "grad_norm_groups": {"head": 1.0}, "lr": kw.get("lr"), "n_trained": 10}
+            rec = {
+                "kind": "train",
+                "step": k,
+                "loss": 1.0 / k,
+                "prompt_nll": 3.0,
+                "completion_nll": 1.0 / k,
+                "grad_norm": 2.0,
+                "grad_norm_groups": {"head": 1.0},
+                "lr": kw.get("lr"),
+                "n_trained": 10,
+            }
             run.history.append(rec)
             for cb in callbacks:
                 cb(rec, run)
@@ -405,6 +463,8 @@ def test_lab_runs_in_the_background_and_draws(tiny_model, gpt2_tok, monkeypatch)
     assert call["seed"] == 2 and call["copy_model"] is True and call["progress"] is False
     xs = [len(t.x) for t in lab.figure.data]
     assert len(lab.figure.data) == 6 and xs == [7, 7, 7, 1, 1, 7]
+    assert [len(t.x) for t in entry.traces] == xs  # the run's own curves, one per panel
+    assert masking_lab.LabRun(1, {"masking": "full"}).traces == []
     assert lab.panel.progress == 1.0 and "finished" in lab.panel.status
     assert lab.panel.runs[0]["steps"] == "7/7" and lab.panel.runs[0]["eval_cond"] == -2.0
     assert not lab.w_run.disabled and lab.w_stop.disabled
@@ -471,8 +531,9 @@ def test_lab_html_escapes_run_names(tiny_model, gpt2_tok, monkeypatch):
 
 def test_lab_with_the_real_finetune(tiny_model, gpt2_tok):
     pytest.importorskip("sftviz.train")
-    lab = W.MaskingLab(tiny_model, gpt2_tok, ROWS * 4, ROWS, steps=3, batch_size=4, eval_every=2,
-                       device="cpu", eval_examples=0)
+    lab = W.MaskingLab(
+        tiny_model, gpt2_tok, ROWS * 4, ROWS, steps=3, batch_size=4, eval_every=2, device="cpu", eval_examples=0
+    )
     entry = lab.run(wait=True)
     assert lab.panel.error == "" and entry.status == "finished", lab.panel.error
     assert len(entry.history) == 3 and entry.evals and entry.run is not None

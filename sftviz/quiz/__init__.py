@@ -32,6 +32,7 @@ a bank is a ``ValueError`` that names the file, the question and the field.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,9 +63,13 @@ class Question:
 
     @property
     def answer_text(self) -> str:
-        return f"{LETTERS[self.answer]}. {self.choices[self.answer].text}" if self.type == "multiple_choice" else self.choices[self.answer].text
+        return (
+            f"{LETTERS[self.answer]}. {self.choices[self.answer].text}"
+            if self.type == "multiple_choice"
+            else self.choices[self.answer].text
+        )
 
-    def grade(self, choice) -> dict:
+    def grade(self, choice: object) -> dict:
         """Feedback for picking choice ``choice`` (an index): correct, the answer, and the explanations."""
         if isinstance(choice, bool) or not isinstance(choice, int):
             raise TypeError(f"Question {self.id!r}: a choice is an integer index, got {type(choice).__name__}.")
@@ -122,12 +127,14 @@ def _text(value, where, name, required=True):
     return value.strip()
 
 
-def parse_question(raw, where: str = "question") -> Question:
+def parse_question(raw: object, where: str = "question") -> Question:
     """Check one question (a dict as in the bank format) and return a :class:`Question`."""
     if isinstance(raw, Question):
         return raw
     if not isinstance(raw, dict):
-        raise ValueError(f"{where}: expected a mapping with id, type, prompt, answer, explanation; got {type(raw).__name__}.")
+        raise ValueError(
+            f"{where}: expected a mapping with id, type, prompt, answer, explanation; got {type(raw).__name__}."
+        )
     known = {"id", "type", "prompt", "choices", "answer", "explanation", "topic"}
     extra = sorted(set(raw) - known)
     if extra:
@@ -165,7 +172,9 @@ def parse_question(raw, where: str = "question") -> Question:
             elif isinstance(c, dict):
                 bad = sorted(set(c) - {"text", "why"})
                 if bad:
-                    raise ValueError(f"{cw}: unknown field(s) {', '.join(bad)}; a choice has 'text' and optional 'why'.")
+                    raise ValueError(
+                        f"{cw}: unknown field(s) {', '.join(bad)}; a choice has 'text' and optional 'why'."
+                    )
                 choices.append(Choice(_text(c.get("text"), cw, "text"), _text(c.get("why"), cw, "why", required=False)))
             else:
                 raise ValueError(f"{cw}: a choice is a string or a mapping with 'text' (and optional 'why').")
@@ -180,7 +189,7 @@ def parse_question(raw, where: str = "question") -> Question:
     return Question(qid, qtype, prompt, tuple(choices), index, explanation, topic)
 
 
-def parse_bank(data, source: str = "bank") -> Bank:
+def parse_bank(data: object, source: str = "bank") -> Bank:
     """Check a whole bank (the parsed YAML/JSON: a mapping with 'questions', or a bare list)."""
     if isinstance(data, list):
         data = {"questions": data}
@@ -199,7 +208,12 @@ def parse_bank(data, source: str = "bank") -> Bank:
             raise ValueError(f"{source}: two questions have the id {q.id!r}; ids must be unique.")
         seen.add(q.id)
     title = _text(data.get("title"), source, "title", required=False) or "Quiz"
-    return Bank(title=title, questions=questions, description=_text(data.get("description"), source, "description", required=False), source=source)
+    return Bank(
+        title=title,
+        questions=questions,
+        description=_text(data.get("description"), source, "description", required=False),
+        source=source,
+    )
 
 
 def list_banks() -> dict:
@@ -228,7 +242,7 @@ def _read(path: Path):
         raise ValueError(f"{path}: not valid YAML ({err}).") from None
 
 
-def load_bank(name_or_path="sft-foundations") -> Bank:
+def load_bank(name_or_path: str | os.PathLike = "sft-foundations") -> Bank:
     """Load a bundled bank by name (see :func:`list_banks`) or a bank file (``.yaml``, ``.yml``, ``.json``).
 
     ``"all"`` loads every bundled bank as one.
@@ -254,7 +268,7 @@ def load_bank(name_or_path="sft-foundations") -> Bank:
     return bank
 
 
-def as_questions(obj) -> Bank:
+def as_questions(obj: object) -> Bank:
     """Turn what a user passes to ``Quiz`` into a :class:`Bank`: a bank name or path, a Bank, a list
     of questions (dicts or :class:`Question`), or a mapping in the bank format."""
     if isinstance(obj, Bank):

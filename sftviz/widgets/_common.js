@@ -1,14 +1,20 @@
 // sftviz: helpers shared by the widgets' ES modules. The Python side prepends this file to each
 // widget's module (no build step), so these names are in scope there. Token and user text is only
 // ever set with textContent, never parsed as HTML.
+//
+// SV_VOCAB, the display vocabulary (segment words, special and labelled segments, whitespace
+// symbols), is defined just above this file by sftviz/widgets/_base.py from sftviz/views/vocab.py.
 
-const SV_WS = { " ": "\u00b7", "\n": "\u21b5", "\t": "\u2192", "\r": "\u240d" };
-const SV_SPECIAL = ["bos", "eos", "template", "end_of_turn", "pad"];
-const SV_LABELLED = ["prompt", "completion", "system", "user", "assistant"];
-const SV_SEGMENT_NAMES = {
-  bos: "BOS", prompt: "prompt x", completion: "completion y", eos: "EOS", system: "system",
-  user: "user", assistant: "assistant", template: "template", end_of_turn: "end of turn", pad: "padding",
-};
+const SV_WS = SV_VOCAB.whitespace;
+
+function svSegment(name) {
+  return Object.prototype.hasOwnProperty.call(SV_VOCAB.segments, name) ? SV_VOCAB.segments[name] : null;
+}
+// How views name a segment (its words in the vocabulary); an unknown segment by its own name.
+function svSegmentWords(name) { const s = svSegment(name); return s ? s.words : name; }
+function svIsSpecial(name) { const s = svSegment(name); return !!(s && s.special); }
+// Whether a run of this segment starts with a text label.
+function svIsLabelled(name) { const s = svSegment(name); return !!(s && s.labelled); }
 
 function svEl(tag, cls, text) {
   const e = document.createElement(tag);
@@ -17,9 +23,9 @@ function svEl(tag, cls, text) {
   return e;
 }
 
-// Mirror of sftviz.render.display_parts: whitespace made visible, in its own dim span.
+// Mirror of sftviz.views.records.display_parts: whitespace made visible, in its own dim span.
 function svAppendText(parent, text) {
-  if (text === "") { parent.appendChild(svEl("span", "sftviz-ws", "\u2205")); return; }
+  if (text === "") { parent.appendChild(svEl("span", "sftviz-ws", SV_VOCAB.emptyToken)); return; }
   let buf = "", kind = null;
   const flush = () => {
     if (!buf) return;
@@ -32,7 +38,7 @@ function svAppendText(parent, text) {
     const k = isWs ? "ws" : "txt";
     if (k !== kind) flush();
     kind = k;
-    buf += isWs ? (SV_WS[ch] || "\u2423") : ch;
+    buf += isWs ? (SV_WS[ch] || SV_VOCAB.otherWhitespace) : ch;
   }
   flush();
 }
@@ -42,12 +48,12 @@ function svFmt(v, digits) {
   return v.toFixed(digits === undefined ? 3 : digits).replace("-", "\u2212");
 }
 
-// One token element; rec is a record from sftviz.render.token_records (or gradient_records).
+// One token element; rec is a record from sftviz.views.records.token_records (or gradient_records).
 function svChip(rec, opts) {
   opts = opts || {};
   const role = opts.role || "token";
   const c = svEl("span", "sftviz-tok");
-  if (rec.special || SV_SPECIAL.includes(rec.segment)) c.classList.add("sftviz-special");
+  if (rec.special || svIsSpecial(rec.segment)) c.classList.add("sftviz-special");
   if (rec.trained && rec.weight < 1) c.classList.add("sftviz-weighted");
   c.dataset.sftvizSegment = rec.segment;
   c.dataset.sftvizTrained = rec.trained ? "true" : "false";
@@ -69,7 +75,7 @@ function svChip(rec, opts) {
 }
 
 function svSegLabel(segment) {
-  const l = svEl("span", "sftviz-seglabel", SV_SEGMENT_NAMES[segment] || segment);
+  const l = svEl("span", "sftviz-seglabel", svSegmentWords(segment));
   l.dataset.sftvizSegment = segment;
   return l;
 }
@@ -120,8 +126,8 @@ function svLegend(segments) {
   for (const s of segments) if (!seen.includes(s)) seen.push(s);
   for (const s of seen) {
     const item = svEl("span", "sftviz-legend-item");
-    const t = svEl("span", "sftviz-tok", SV_SEGMENT_NAMES[s] || s);
-    if (SV_SPECIAL.includes(s)) t.classList.add("sftviz-special");
+    const t = svEl("span", "sftviz-tok", svSegmentWords(s));
+    if (svIsSpecial(s)) t.classList.add("sftviz-special");
     t.dataset.sftvizSegment = s;
     t.dataset.sftvizRole = "legend";
     item.appendChild(t);

@@ -6,8 +6,16 @@ import math
 
 import traitlets
 
-from .. import render
+from ..data import Example, build_example
+from ..logprobs import ScoreReport
+from ..views.html import gradients_html, style_tag
+from ..views.records import cosine_sentence, gradient_records
 from ._base import SftvizWidget, json_safe, module_source, stylesheet
+
+
+def _is_gradients(obj: object) -> bool:
+    """Whether ``obj`` looks like a result of :func:`sftviz.gradients.token_gradients`."""
+    return hasattr(obj, "input_grad_masked") and hasattr(obj, "tokens")
 
 
 class GradientView(SftvizWidget):
@@ -17,10 +25,12 @@ class GradientView(SftvizWidget):
         model, tok, example: computed with :func:`sftviz.gradients.token_gradients`. ``example`` may
             be an :class:`~sftviz.data.Example` or a :class:`~sftviz.logprobs.ScoreReport`; or give
             ``prompt=`` and ``completion=`` to build one.
-        grads: instead, a result of ``token_gradients`` you already have (``GradientView(grads)`` works too).
         what: ``"input"`` (|d loss / d input embedding| per position) or ``"target"`` (each target
             token's share of the weight gradient).
         log_scale: draw bar heights on a log scale (gradients span orders of magnitude).
+        title: an optional heading.
+
+    ``GradientView.from_gradients(grads)`` shows a result of ``token_gradients`` you already have.
 
     The view shows that masking changes the loss, not the forward pass: under the completion-only
     loss the prompt tokens are not targets, yet their input embeddings still get gradient through
@@ -44,23 +54,29 @@ class GradientView(SftvizWidget):
     title = traitlets.Unicode("").tag(sync=True)
     summary = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, model=None, tok=None, example=None, *, grads=None, prompt=None, completion=None,
-                 what: str = "input", log_scale: bool = False, title: str = ""):
-        if grads is None and hasattr(model, "input_grad_masked"):
-            grads, model = model, None
-        self.model, self.tok = model, tok
-        self.grads = None
-        self.example = None
-        super().__init__(log_scale=bool(log_scale), title=str(title or ""))
-        self.what = what
-        if grads is not None:
-            self._show(grads)
-            return
+    def __init__(
+        self,
+        model: object = None,
+        tok: object = None,
+        example: Example | ScoreReport | None = None,
+        *,
+        prompt: str | None = None,
+        completion: str | None = None,
+        what: str = "input",
+        log_scale: bool = False,
+        title: str = "",
+    ):
+        if _is_gradients(model):
+            raise TypeError(
+                "GradientView(model, tok, example) computes the gradients; to show a token_gradients "
+                "result you already have, use GradientView.from_gradients(grads)."
+            )
         if model is None or tok is None:
-            raise TypeError("GradientView needs (model, tok, example) or a token_gradients result.")
-        from ..data import Example, build_example
-        from ..logprobs import ScoreReport
-
+            raise TypeError(
+                "GradientView needs (model, tok, example); for a token_gradients result use "
+                "GradientView.from_gradients(grads)."
+            )
+        self._start(model, tok, what=what, log_scale=log_scale, title=title)
         if isinstance(example, ScoreReport):
             example = example.example
         if example is None:
@@ -71,6 +87,29 @@ class GradientView(SftvizWidget):
             raise TypeError(f"example must be an sftviz Example; got {type(example).__name__}.")
         self.example = example
         self.refresh()
+
+    @classmethod
+    def from_gradients(
+        cls, grads: object, *, what: str = "input", log_scale: bool = False, title: str = ""
+    ) -> GradientView:
+        """Show a result of :func:`sftviz.gradients.token_gradients` you already have (no model: ``refresh``
+        does nothing)."""
+        if not _is_gradients(grads):
+            raise TypeError(
+                f"from_gradients takes the result of sftviz.gradients.token_gradients; got {type(grads).__name__}."
+            )
+        view = cls.__new__(cls)
+        view._start(None, None, what=what, log_scale=log_scale, title=title)
+        view._show(grads)
+        return view
+
+    def _start(self, model: object, tok: object, *, what: str, log_scale: bool, title: str) -> None:
+        """Set the Python-side state and start the widget (what both constructors share)."""
+        self.model, self.tok = model, tok
+        self.grads = None
+        self.example = None
+        super().__init__(log_scale=bool(log_scale), title=str(title or ""))
+        self.what = what
 
     @traitlets.validate("what")
     def _valid_what(self, proposal):
@@ -88,14 +127,14 @@ class GradientView(SftvizWidget):
             from ..gradients import token_gradients
 
             grads = token_gradients(self.model, self.tok, self.example)
-        except Exception as err:
-            self._report(err)
+        except Exception as err:  # noqa: BLE001 -- shown inside the widget
+            self.report_error(err)
             return
         self.error = ""
         self._show(grads)
 
-    def _show(self, grads) -> None:
-        d = render.gradient_records(grads)
+    def _show(self, grads: object) -> None:
+        d = gradient_records(grads)
         self.grads = grads
         lm, lf = getattr(grads, "loss_masked", None), getattr(grads, "loss_full", None)
         summary = f"{len(d['tokens'])} tokens"
@@ -105,17 +144,21 @@ class GradientView(SftvizWidget):
             self.tokens = json_safe(d["tokens"])
             self.layers = json_safe(d["layers"])
             self.cosine = None if math.isnan(d["cosine"]) else d["cosine"]
-            self.cosine_text = render.cosine_sentence(d["cosine"], d["masked_name"])
+            self.cosine_text = cosine_sentence(d["cosine"], d["masked_name"])
             self.masked_name = d["masked_name"]
             self.scale = json_safe({"input": d["max_input"], "target": d["max_target"], "layer": d["max_layer"]})
             self.summary = summary
 
     def static_html(self) -> str:
+        """The gradients as static HTML (:func:`sftviz.render.gradients_html`), or the error."""
         if self.grads is None:
             from html import escape
 
-            return render.style_tag() + f'<div class="sftviz sftviz-static"><div class="sftviz-error">{escape(self.error or "No gradients.")}</div></div>'
-        return render.gradients_html(self.grads, what=self.what, title=self.title or None)
+            return (
+                style_tag()
+                + f'<div class="sftviz sftviz-static"><div class="sftviz-error">{escape(self.error or "No gradients.")}</div></div>'
+            )
+        return gradients_html(self.grads, what=self.what, title=self.title or None)
 
     def __repr__(self) -> str:
         if self.grads is None:

@@ -21,8 +21,8 @@ function render({ model, el }) {
     boxes.appendChild(wrap);
     return ta;
   };
-  const promptBox = mkBox("prompt", "prompt x");
-  const completionBox = mkBox("completion", "completion y");
+  const promptBox = mkBox("prompt", svSegmentWords("prompt"));
+  const completionBox = mkBox("completion", svSegmentWords("completion"));
   const status = svEl("div", "sftviz-caption sftviz-status");
   const error = svEl("div", "sftviz-error sftviz-hidden");
   error.setAttribute("role", "alert");
@@ -111,7 +111,7 @@ function render({ model, el }) {
     strip.replaceChildren();
     let prev = null;
     for (const rec of model.get("tokens") || []) {
-      if (rec.segment !== prev && SV_LABELLED.includes(rec.segment)) strip.appendChild(svSegLabel(rec.segment));
+      if (rec.segment !== prev && svIsLabelled(rec.segment)) strip.appendChild(svSegLabel(rec.segment));
       prev = rec.segment;
       const c = svChip(rec);
       c._svTip = rec.tip;

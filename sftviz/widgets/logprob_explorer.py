@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import traitlets
 
-from .. import render
+from ..data import Example
+from ..logprobs import ScoreReport
+from ..views.html import logprob_html, style_tag
+from ..views.records import identity_lines, logprob_records, notes_of, token_records
 from ._base import SftvizWidget, json_safe, module_source, stylesheet
 
 MAX_OPTIONS = 60
 
 
-def _rows_from(data):
-    """(label prefix, row) pairs for the dataset picker; only prompt/completion rows can fill the boxes."""
+def picker_rows(data: str | list | tuple | dict | None) -> tuple[list[tuple[str, dict]], int]:
+    """The dataset picker's choices: ``(label, row)`` pairs, and how many rows were left out (only
+    prompt/completion rows can fill the two boxes; chat rows are counted, not shown).
+
+    ``data`` is None (the bundled "support" train and eval splits), a dataset name or path, a list
+    of rows, or a dict name -> rows (or name -> dataset name)."""
     from ..datasets import load_dataset
 
     if data is None:
@@ -36,7 +44,9 @@ def _rows_from(data):
     for name, rows in named.items():
         kept = 0
         for i, row in enumerate(rows):
-            if not (isinstance(row, dict) and isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str)):
+            if not (
+                isinstance(row, dict) and isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str)
+            ):
                 skipped += 1
                 continue
             if kept >= per:
@@ -63,10 +73,11 @@ class LogProbExplorer(SftvizWidget):
             dataset name or path, a list of ``{"prompt", "completion"}`` rows, or a dict name -> rows.
         top_k: how many preferred alternatives to show per token in the tooltip.
         debounce_ms: how long the browser waits after the last keystroke before scoring.
+        title: an optional heading.
         **example_kwargs: passed on to ``build_example`` (``add_eos``, ``max_length``, ...).
 
-    ``LogProbExplorer(report)`` shows a :class:`~sftviz.logprobs.ScoreReport` you already have
-    (read-only). Bad input (say, a text longer than the model reads) shows an error inside the
+    ``LogProbExplorer.from_report(report)`` shows a :class:`~sftviz.logprobs.ScoreReport` you already
+    have (read-only). Bad input (say, a text longer than the model reads) shows an error inside the
     widget and keeps your text; the last good scores stay on screen, dimmed. ``on_score(fn)`` calls
     ``fn(report)`` after each successful scoring.
     """
@@ -78,8 +89,8 @@ class LogProbExplorer(SftvizWidget):
     completion = traitlets.Unicode("").tag(sync=True)
     options = traitlets.List().tag(sync=True)
     choice = traitlets.Int(-1).tag(sync=True)
-    tokens = traitlets.List().tag(sync=True)  # render.token_records: the strip
-    rows = traitlets.List().tag(sync=True)  # render.logprob_records: the table
+    tokens = traitlets.List().tag(sync=True)  # views.records.token_records: the strip
+    rows = traitlets.List().tag(sync=True)  # views.records.logprob_records: the table
     identity = traitlets.Dict().tag(sync=True)
     notes = traitlets.List().tag(sync=True)
     stale = traitlets.Bool(False).tag(sync=True)
@@ -88,63 +99,98 @@ class LogProbExplorer(SftvizWidget):
     debounce_ms = traitlets.Int(250).tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, model=None, tok=None, prompt=None, completion=None, *, example=None, data=None, top_k: int = 5,
-                 debounce_ms: int = 250, title: str = "", **example_kwargs):
-        from ..data import Example
-        from ..logprobs import ScoreReport
-
-        report = None
-        if isinstance(model, ScoreReport):
-            report, model = model, None
-        if isinstance(example, ScoreReport):
-            report, example = example, None
-        if report is None and (model is None or tok is None):
-            raise TypeError("LogProbExplorer needs (model, tok) from sv.load_model(), or a ScoreReport to show.")
+    def __init__(
+        self,
+        model: object = None,
+        tok: object = None,
+        prompt: str | None = None,
+        completion: str | None = None,
+        *,
+        example: Example | None = None,
+        data: str | list | tuple | dict | None = None,
+        top_k: int = 5,
+        debounce_ms: int = 250,
+        title: str = "",
+        **example_kwargs: object,
+    ):
+        if isinstance(model, ScoreReport) or isinstance(example, ScoreReport):
+            raise TypeError(
+                "LogProbExplorer(model, tok) scores text with a model; to show a ScoreReport you already "
+                "have, use LogProbExplorer.from_report(report)."
+            )
+        if model is None or tok is None:
+            raise TypeError(
+                "LogProbExplorer needs (model, tok) from sv.load_model(); to show a ScoreReport you "
+                "already have, use LogProbExplorer.from_report(report)."
+            )
         if example is not None and not isinstance(example, Example):
             raise TypeError(f"example must be an sftviz Example; got {type(example).__name__}.")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise ValueError(f"top_k must be a non-negative integer; got {top_k!r}.")
+        self._start(model, tok, top_k=top_k, example_kwargs=example_kwargs, debounce_ms=debounce_ms, title=title)
+        self.example = example
+        if example is not None and "messages" in example.source:
+            self.editable = False  # a conversation does not fit two text boxes
+        try:
+            self._choices, skipped = picker_rows(data) if self.editable else ([], 0)
+        except (TypeError, ValueError, OSError) as err:
+            self._choices, skipped = [], 0
+            self.report_error(err)
+        self.options = [label for label, _ in self._choices]
+        self.set_text(*self._first_text(prompt, completion))
+        if skipped and not self.error:
+            self.notes = self.notes + [f"{skipped} chat rows are not in the picker: use TokenView for conversations."]
+
+    @classmethod
+    def from_report(cls, report: ScoreReport, *, debounce_ms: int = 250, title: str = "") -> LogProbExplorer:
+        """Show a :class:`~sftviz.logprobs.ScoreReport` you already have (read-only: no model to rescore with)."""
+        if not isinstance(report, ScoreReport):
+            raise TypeError(f"from_report takes a ScoreReport (from sv.score); got {type(report).__name__}.")
+        view = cls.__new__(cls)
+        view._start(None, None, debounce_ms=debounce_ms, title=title)
+        src = report.example.source
+        view._quiet = True
+        view.prompt, view.completion = src.get("prompt") or "", src.get("completion") or ""
+        view._quiet = False
+        view.editable = False
+        view._show(report)
+        return view
+
+    def _start(
+        self,
+        model: object,
+        tok: object,
+        *,
+        top_k: int = 5,
+        example_kwargs: dict | None = None,
+        debounce_ms: int = 250,
+        title: str = "",
+    ) -> None:
+        """Set the Python-side state and start the widget (what both constructors share)."""
         self.model, self.tok = model, tok
         self.top_k = top_k
-        self.example_kwargs = example_kwargs
-        self.report = report
-        self.example = example
+        self.example_kwargs = example_kwargs if example_kwargs is not None else {}
+        self.report = None
+        self.example = None
         self._callbacks = []
         self._quiet = False
         self._last = None
         self._choices = []
         super().__init__(debounce_ms=int(debounce_ms), title=str(title or ""))
-        if report is not None:
-            src = report.example.source
-            self._quiet = True
-            self.prompt, self.completion = src.get("prompt") or "", src.get("completion") or ""
-            self._quiet = False
-            self.editable = False
-            self._show(report)
-            return
-        if example is not None and "messages" in example.source:
-            self.editable = False  # a conversation does not fit two text boxes
-        try:
-            self._choices, skipped = _rows_from(data) if self.editable else ([], 0)
-        except (TypeError, ValueError, OSError) as err:
-            self._choices, skipped = [], 0
-            self._report(err)
-        self.options = [label for label, _ in self._choices]
-        if example is not None:
-            src = example.source
-            start = (src.get("prompt") or "", src.get("completion") or "")
-        elif prompt is not None or completion is not None:
-            start = (prompt or "", completion or "")
-        elif self._choices:
+
+    def _first_text(self, prompt: str | None, completion: str | None) -> tuple[str, str]:
+        """The text to start with: the example's, the caller's, or the picker's first row."""
+        if self.example is not None:
+            src = self.example.source
+            return src.get("prompt") or "", src.get("completion") or ""
+        if prompt is not None or completion is not None:
+            return prompt or "", completion or ""
+        if self._choices:
             self._quiet = True
             self.choice = 0
             self._quiet = False
-            start = (self._choices[0][1]["prompt"], self._choices[0][1]["completion"])
-        else:
-            start = ("", "")
-        self.set_text(*start)
-        if skipped and not self.error:
-            self.notes = self.notes + [f"{skipped} chat rows are not in the picker: use TokenView for conversations."]
+            return self._choices[0][1]["prompt"], self._choices[0][1]["completion"]
+        return "", ""
 
     # -- Python API ---------------------------------------------------------------------------
 
@@ -159,7 +205,7 @@ class LogProbExplorer(SftvizWidget):
             self._quiet = False
         self.rescore(force=True)
 
-    def on_score(self, callback) -> None:
+    def on_score(self, callback: Callable[[ScoreReport], object]) -> None:
         """Call ``callback(report)`` after every successful scoring (errors it raises show in the widget)."""
         if not callable(callback):
             raise TypeError("on_score needs a function taking a ScoreReport.")
@@ -182,10 +228,11 @@ class LogProbExplorer(SftvizWidget):
                     rep = score(self.model, self.tok, example=self.example, top_k=self.top_k)
                 else:
                     kwargs = {"warn": False, **self.example_kwargs}  # the seam note is shown from the example
-                    rep = score(self.model, self.tok, prompt=self.prompt, completion=self.completion, top_k=self.top_k,
-                                **kwargs)
-        except Exception as err:  # shown in the widget; the text stays as typed
-            self._report(err)
+                    rep = score(
+                        self.model, self.tok, prompt=self.prompt, completion=self.completion, top_k=self.top_k, **kwargs
+                    )
+        except Exception as err:  # noqa: BLE001 -- shown in the widget; the text stays as typed
+            self.report_error(err)
             self.stale = True
             self.revision += 1
             return
@@ -194,17 +241,17 @@ class LogProbExplorer(SftvizWidget):
         for cb in list(self._callbacks):
             try:
                 cb(rep)
-            except Exception as err:
-                self._report(err)
+            except Exception as err:  # noqa: BLE001 -- a user's callback: shown in the widget
+                self.report_error(err)
 
-    def _show(self, rep, extra_notes=()):
+    def _show(self, rep: ScoreReport, extra_notes: tuple | list = ()) -> None:
         self.report = rep
-        notes = render.notes_of(rep.example)
+        notes = notes_of(rep.example)
         notes += [n for n in extra_notes if n not in notes]
         with self.hold_trait_notifications():
-            self.tokens = json_safe(render.token_records(rep))
-            self.rows = json_safe(render.logprob_records(rep))
-            self.identity = json_safe(render.identity_lines(rep))
+            self.tokens = json_safe(token_records(rep))
+            self.rows = json_safe(logprob_records(rep))
+            self.identity = json_safe(identity_lines(rep))
             self.notes = notes
             self.stale = False
             self.revision += 1
@@ -232,15 +279,21 @@ class LogProbExplorer(SftvizWidget):
     # -- display ------------------------------------------------------------------------------
 
     def static_html(self) -> str:
+        """The last scores as static HTML (:func:`sftviz.render.logprob_html`), or the error and the text."""
         if self.report is None:
             from html import escape
 
             return (
-                render.style_tag() + '<div class="sftviz sftviz-static"><div class="sftviz-error">'
-                + escape(self.error or "Nothing scored yet.") + "</div><pre>" + escape(self.prompt) + "</pre><pre>"
-                + escape(self.completion) + "</pre></div>"
+                style_tag()
+                + '<div class="sftviz sftviz-static"><div class="sftviz-error">'
+                + escape(self.error or "Nothing scored yet.")
+                + "</div><pre>"
+                + escape(self.prompt)
+                + "</pre><pre>"
+                + escape(self.completion)
+                + "</pre></div>"
             )
-        return render.logprob_html(self.report, title=self.title or None)
+        return logprob_html(self.report, title=self.title or None)
 
     def __repr__(self) -> str:
         r = self.report

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import ipywidgets as W
 import traitlets
 
-from .. import render
+from ..faults import FAULTS
+from ..views.html import runs_table_html
+from ..views.vocab import FAULT_PLOTLY_DASH, LAB_RUN_COLOURS, masking_kind, masking_options, masking_style
 from ._base import SftvizWidget, error_message, json_safe, module_source, stylesheet, with_static_view
 
-# The fault names of the contract, used only when sftviz.faults cannot be imported.
-FALLBACK_FAULTS = {
-    "shifted_labels": "labels shifted one extra position",
-    "eos_masked": "EOS masked (pad == eos, labels masked by id)",
-    "padding_trained": "padding left as targets",
-    "prompt_trained": "the prompt is trained and the completion masked",
-    "per_sequence_mean": "loss averaged per sequence, then over the batch",
-    "accum_mean_of_means": "gradient accumulation averages micro-batch means",
-}
-PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
-DASH = {"completion": "solid", "full": "dash", "weighted": "dashdot"}
 PANELS = [
     ("loss", "train", "objective (loss optimised)"),
     ("prompt_nll", "train", "prompt NLL / token"),
@@ -30,15 +22,6 @@ PANELS = [
     ("marg_logprob_per_token", "eval", "eval log Pr(x) / token"),
     ("grad_norm", "train", "gradient norm"),
 ]
-
-
-def _faults():
-    try:
-        from ..faults import FAULTS
-
-        return dict(FAULTS)
-    except Exception:  # the faults module is optional for the lab
-        return dict(FALLBACK_FAULTS)
 
 
 def _finetune():
@@ -59,15 +42,27 @@ class LabRun:
         self.run = None  # the sftviz.train Run, when finetune returns
         self.error = ""
         self.started = time.monotonic()
-        self.finished = None
+        self.finished: float | None = None
+        self.traces: list = []  # its curves in the lab's figure, one per panel (set when the lab draws it)
 
     @property
     def kind(self) -> str:
-        m = self.config["masking"]
-        return m if isinstance(m, str) else "weighted"
+        """The masking kind: ``"completion"``, ``"full"``, ``"weighted"`` (a prompt-loss weight), ..."""
+        return masking_kind(self.config["masking"])
+
+    @property
+    def colour(self) -> str:
+        """The colour of its curves (runs cycle through the lab's palette)."""
+        return LAB_RUN_COLOURS[(self.index - 1) % len(LAB_RUN_COLOURS)]
+
+    @property
+    def dash(self) -> str:
+        """The plotly line style of its curves: its masking's, or dotted when a fault is injected."""
+        return FAULT_PLOTLY_DASH if self.config.get("fault") else masking_style(self.kind).plotly_dash
 
     @property
     def name(self) -> str:
+        """Its name in the legend and the runs table: ``#2 plw 0.25 + eos_masked``."""
         m = self.config["masking"]
         words = m if isinstance(m, str) else f"plw {m:g}"
         fault = self.config.get("fault")
@@ -76,11 +71,14 @@ class LabRun:
         return f"#{self.index} {words}{extra}{seed}"
 
     def summary(self) -> dict:
+        """Its row of the runs table: settings, status and the last recorded metrics."""
         last = self.history[-1] if self.history else {}
         ev = self.evals[-1] if self.evals else {}
         return {
             "name": self.name,
-            "masking": self.config["masking"] if isinstance(self.config["masking"], str) else f"plw {self.config['masking']:g}",
+            "masking": self.config["masking"]
+            if isinstance(self.config["masking"], str)
+            else f"plw {self.config['masking']:g}",
             "fault": self.config.get("fault") or "none",
             "steps": f"{len(self.history)}/{self.config['steps']}",
             "status": self.status,
@@ -90,7 +88,7 @@ class LabRun:
             "eval_cond": ev.get("cond_logprob_per_token"),
         }
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"LabRun({self.name!r}, {len(self.history)} steps, {self.status})"
 
 
@@ -108,7 +106,8 @@ class LabPanel(SftvizWidget):
     runs = traitlets.List().tag(sync=True)
 
     def static_html(self) -> str:
-        return render.runs_table_html(self.runs)
+        """The runs table as static HTML."""
+        return runs_table_html(self.runs)
 
     def __repr__(self) -> str:
         return f"LabPanel({len(self.runs)} runs)"
@@ -134,11 +133,21 @@ class MaskingLab(W.VBox):
     the :class:`sftviz.train.Run` of each finished run in ``.run``.
     """
 
-    def __init__(self, model, tok, data=None, eval_data=None, *, steps: int = 60, lr: float = 1e-3, seed: int = 0,
-                 batch_size: int = 8, eval_every: int = 10, device="auto", **finetune_kwargs):
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-
+    def __init__(
+        self,
+        model: object,
+        tok: object,
+        data: list | tuple | None = None,
+        eval_data: list | tuple | None = None,
+        *,
+        steps: int = 60,
+        lr: float = 1e-3,
+        seed: int = 0,
+        batch_size: int = 8,
+        eval_every: int = 10,
+        device: object = "auto",
+        **finetune_kwargs: object,
+    ):
         if data is None:
             from ..datasets import load_dataset
 
@@ -153,57 +162,51 @@ class MaskingLab(W.VBox):
         self.batch_size, self.eval_every, self.device = batch_size, eval_every, device
         self.finetune_kwargs = finetune_kwargs
         self.runs: list = []
-        self.faults = _faults()
+        self.faults = dict(FAULTS)  # name -> what the fault does
         self._stop = threading.Event()
         self._thread = None
         self._lock = threading.Lock()
         self._last_draw = 0.0
         self._callbacks = []
 
-        style = {"description_width": "initial"}
-        self.w_masking = W.Dropdown(
-            options=[("completion only (masked prompt)", "completion"), ("full sequence (no mask)", "full"),
-                     ("prompt-loss weight", "weighted")],
-            value="completion", description="masking", style=style,
-        )
-        self.w_plw = W.FloatSlider(value=0.1, min=0.0, max=1.0, step=0.05, description="prompt-loss weight",
-                                   disabled=True, style=style, readout_format=".2f")
-        self.w_fault = W.Dropdown(options=[("none", "")] + [(k, k) for k in self.faults], value="", description="fault",
-                                  style=style)
-        self.w_steps = W.BoundedIntText(value=int(steps), min=1, max=100000, description="steps", style=style,
-                                        layout=W.Layout(width="150px"))
-        self.w_lr = W.FloatLogSlider(value=float(lr), base=10, min=-5, max=-1, step=0.1, description="learning rate",
-                                     style=style, readout_format=".1e")
-        self.w_seed = W.BoundedIntText(value=int(seed), min=0, max=2**31 - 1, description="seed", style=style,
-                                       layout=W.Layout(width="150px"))
-        self.w_run = W.Button(description="Run", button_style="primary", icon="play", tooltip="Start a run with these settings")
-        self.w_stop = W.Button(description="Stop", icon="stop", disabled=True, tooltip="Stop after the current step; keeps the curves")
-        self.w_clear = W.Button(description="Clear", icon="trash", tooltip="Remove all runs and curves")
+        controls = self._make_controls(int(steps), float(lr), int(seed))
         self.panel = LabPanel()
-        fig = make_subplots(rows=2, cols=3, subplot_titles=[p[2] for p in PANELS], horizontal_spacing=0.07,
-                            vertical_spacing=0.16)
-        self.figure = go.FigureWidget(fig)
-        self.figure.update_layout(height=460, margin=dict(l=40, r=10, t=40, b=30), template="plotly_white",
-                                  legend=dict(orientation="h", y=-0.12, font=dict(size=11)),
-                                  font=dict(size=11))
-        self.figure.update_annotations(font_size=12)  # the subplot titles
-        for i in range(len(PANELS)):
-            self.figure.update_xaxes(title_text="step", title_font=dict(size=10), row=i // 3 + 1, col=i % 3 + 1)
+        self.figure = _make_figure()
+        super().__init__([controls, self.panel, self.figure])
+        self.add_class("sftviz-masking-lab")
+        self._on_fault({"new": ""})
+        self._set_status(self._idle_status())
 
+    def _make_controls(self, steps: int, lr: float, seed: int) -> W.VBox:
+        """The lab's controls, wired to its methods: masking, weight, fault; steps, lr, seed; buttons."""
+        style = {"description_width": "initial"}
+        narrow = W.Layout(width="150px")
+        self.w_masking = W.Dropdown(options=masking_options(), value="completion", description="masking", style=style)
+        self.w_plw = W.FloatSlider(
+            value=0.1, min=0.0, max=1.0, step=0.05, description="prompt-loss weight", disabled=True, style=style,
+            readout_format=".2f",
+        )  # fmt: skip
+        fault_options = [("none", "")] + [(k, k) for k in self.faults]
+        self.w_fault = W.Dropdown(options=fault_options, value="", description="fault", style=style)
+        self.w_steps = W.BoundedIntText(value=steps, min=1, max=100000, description="steps", style=style, layout=narrow)
+        self.w_lr = W.FloatLogSlider(
+            value=lr, base=10, min=-5, max=-1, step=0.1, description="learning rate", style=style, readout_format=".1e"
+        )
+        self.w_seed = W.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed", style=style, layout=narrow)
+        self.w_run = W.Button(
+            description="Run", button_style="primary", icon="play", tooltip="Start a run with these settings"
+        )
+        self.w_stop = W.Button(
+            description="Stop", icon="stop", disabled=True, tooltip="Stop after the current step; keeps the curves"
+        )
+        self.w_clear = W.Button(description="Clear", icon="trash", tooltip="Remove all runs and curves")
         self.w_masking.observe(self._on_masking, names="value")
         self.w_fault.observe(self._on_fault, names="value")
         self.w_run.on_click(lambda _b: self.run())
         self.w_stop.on_click(lambda _b: self.stop())
         self.w_clear.on_click(lambda _b: self.clear())
-        controls = W.VBox([
-            W.HBox([self.w_masking, self.w_plw, self.w_fault]),
-            W.HBox([self.w_steps, self.w_lr, self.w_seed]),
-            W.HBox([self.w_run, self.w_stop, self.w_clear]),
-        ])
-        super().__init__([controls, self.panel, self.figure])
-        self.add_class("sftviz-masking-lab")
-        self._on_fault({"new": ""})
-        self._set_status(self._idle_status())
+        rows = [[self.w_masking, self.w_plw, self.w_fault], [self.w_steps, self.w_lr, self.w_seed]]
+        return W.VBox([W.HBox(r) for r in [*rows, [self.w_run, self.w_stop, self.w_clear]]])
 
     # -- settings ----------------------------------------------------------------------------
 
@@ -227,15 +230,18 @@ class MaskingLab(W.VBox):
 
     def _on_fault(self, change):
         name = change["new"]
-        self.panel.about = (f"fault {name}: {self.faults.get(name, '')}" if name else
-                            "no fault: the loss is computed correctly. Pick a fault to see what a classic bug does to the curves.")
+        self.panel.about = (
+            f"fault {name}: {self.faults.get(name, '')}"
+            if name
+            else "no fault: the loss is computed correctly. Pick a fault to see what a classic bug does to the curves."
+        )
 
     def _idle_status(self):
         try:
             from ..modeling import resolve_device
 
             dev = str(resolve_device(self.device))
-        except Exception:
+        except Exception:  # noqa: BLE001 -- a status line: show the device as given
             dev = str(self.device)
         return f"ready \u00b7 {len(self.data)} training rows \u00b7 device {dev}"
 
@@ -243,15 +249,16 @@ class MaskingLab(W.VBox):
 
     @property
     def running(self) -> bool:
+        """Whether a run is training now."""
         return self._thread is not None and self._thread.is_alive()
 
-    def on_record(self, callback) -> None:
+    def on_record(self, callback: Callable[[dict, object], object]) -> None:
         """Also call ``callback(record, run)`` for every record (errors it raises show in the lab)."""
         if not callable(callback):
             raise TypeError("on_record needs a function taking (record, run).")
         self._callbacks.append(callback)
 
-    def run(self, *, wait: bool = False, **overrides):
+    def run(self, *, wait: bool = False, **overrides: object) -> LabRun | None:
         """Start a run with the controls' settings (``overrides`` replace some); returns its :class:`LabRun`.
 
         Training happens in a background thread; ``wait=True`` blocks until it ends.
@@ -273,7 +280,9 @@ class MaskingLab(W.VBox):
         self.panel.running = True
         self.panel.progress = 0.0
         self._set_status(f"training {entry.name} \u2026")
-        self._thread = threading.Thread(target=self._worker, args=(entry,), name=f"sftviz-lab-{entry.index}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._worker, args=(entry,), name=f"sftviz-lab-{entry.index}", daemon=True
+        )
         self._thread.start()
         if wait:
             self.wait()
@@ -286,7 +295,7 @@ class MaskingLab(W.VBox):
             self.w_stop.disabled = True
             self._set_status("stopping after this step \u2026")
 
-    def wait(self, timeout=None) -> bool:
+    def wait(self, timeout: float | None = None) -> bool:
         """Block until the current run ends; False if it is still going after ``timeout`` seconds."""
         t = self._thread
         if t is not None:
@@ -313,29 +322,41 @@ class MaskingLab(W.VBox):
             finetune = _finetune()
             kwargs = dict(self.finetune_kwargs)
             kwargs.update(
-                masking=cfg["masking"], steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], seed=cfg["seed"],
-                device=cfg["device"], eval_data=self.eval_data, eval_every=cfg["eval_every"],
-                callbacks=[self._make_callback(entry)], fault=cfg["fault"], stop=self._stop, progress=False,
+                masking=cfg["masking"],
+                steps=cfg["steps"],
+                batch_size=cfg["batch_size"],
+                lr=cfg["lr"],
+                seed=cfg["seed"],
+                device=cfg["device"],
+                eval_data=self.eval_data,
+                eval_every=cfg["eval_every"],
+                callbacks=[self._make_callback(entry)],
+                fault=cfg["fault"],
+                stop=self._stop,
+                progress=False,
                 copy_model=True,
             )
             entry.status = "running"
             run = finetune(self.model, self.tok, self.data, **kwargs)
             entry.run = run
             entry.status = str(getattr(run, "status", "done") or "done")
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 -- a background thread: the error is shown in the lab
             entry.status = "error"
             entry.error = error_message(err)
-            self.panel._report(err)
+            self.panel.report_error(err)
         finally:
             entry.finished = time.monotonic()
             try:
                 self._draw(entry, force=True)
-            except Exception as err:
-                self.panel._report(err)
+            except Exception as err:  # noqa: BLE001 -- shown in the lab
+                self.panel.report_error(err)
             self.w_run.disabled, self.w_stop.disabled, self.w_clear.disabled = False, True, False
             self.panel.running = False
             took = entry.finished - entry.started
-            self._set_status(f"{entry.name}: {entry.status} after {len(entry.history)} steps ({took:.1f} s) \u00b7 " + self._idle_status())
+            self._set_status(
+                f"{entry.name}: {entry.status} after {len(entry.history)} steps ({took:.1f} s) \u00b7 "
+                + self._idle_status()
+            )
 
     def _make_callback(self, entry: LabRun):
         def callback(record, run=None):
@@ -348,25 +369,30 @@ class MaskingLab(W.VBox):
                 self._draw(entry, force=rec.get("kind") == "eval")
                 for cb in list(self._callbacks):
                     cb(record, run)
-            except Exception as err:  # never kill the training run for a drawing problem
-                self.panel._report(err)
+            except Exception as err:  # noqa: BLE001 -- never kill the training run for a drawing problem
+                self.panel.report_error(err)
 
         return callback
 
     # -- drawing ------------------------------------------------------------------------------
 
-    def _add_traces(self, entry: LabRun):
-        colour = PALETTE[(entry.index - 1) % len(PALETTE)]
-        dash = DASH.get(entry.kind, "solid") if not entry.config.get("fault") else "dot"
+    def _add_traces(self, entry: LabRun) -> None:
+        colour, dash = entry.colour, entry.dash
         with self.figure.batch_update():
-            for i, (key, where, _title) in enumerate(PANELS):
+            for i, (_key, where, _title) in enumerate(PANELS):
                 self.figure.add_scatter(
-                    x=[], y=[], name=entry.name, legendgroup=entry.name, showlegend=(i == 0),
+                    x=[],
+                    y=[],
+                    name=entry.name,
+                    legendgroup=entry.name,
+                    showlegend=(i == 0),
                     mode="lines+markers" if where == "eval" else "lines",
-                    line=dict(color=colour, dash=dash, width=2), marker=dict(size=5, color=colour),
-                    row=i // 3 + 1, col=i % 3 + 1,
+                    line=dict(color=colour, dash=dash, width=2),
+                    marker=dict(size=5, color=colour),
+                    row=i // 3 + 1,
+                    col=i % 3 + 1,
                 )
-        entry._traces = list(self.figure.data[-len(PANELS):])
+        entry.traces = list(self.figure.data[-len(PANELS) :])
 
     def _draw(self, entry: LabRun, force: bool = False):
         now = time.monotonic()
@@ -376,10 +402,9 @@ class MaskingLab(W.VBox):
             if not force and now - self._last_draw < 0.3:
                 return
             self._last_draw = now
-            traces = getattr(entry, "_traces", None)
-            if traces:
+            if entry.traces:
                 with self.figure.batch_update():
-                    for trace, (key, where, _title) in zip(traces, PANELS):
+                    for trace, (key, where, _title) in zip(entry.traces, PANELS):
                         recs = entry.history if where == "train" else entry.evals
                         pts = [(r.get("step"), r.get(key)) for r in recs if isinstance(r.get(key), (int, float))]
                         trace.x = [p[0] for p in pts]
@@ -395,17 +420,42 @@ class MaskingLab(W.VBox):
     # -- display ------------------------------------------------------------------------------
 
     def static_html(self) -> str:
-        parts = [render.runs_table_html([r.summary() for r in self.runs])]
+        """The runs table and their training curves (a PNG) as static HTML."""
+        parts = [runs_table_html([r.summary() for r in self.runs])]
         if any(r.history for r in self.runs):
-            from ..plots import figure_html, plot_runs
+            from ..views.plots import figure_html, plot_runs
 
-            fig = plot_runs([{"name": r.name, "config": r.config, "history": r.history, "evals": r.evals} for r in self.runs])
+            fig = plot_runs(
+                [{"name": r.name, "config": r.config, "history": r.history, "evals": r.evals} for r in self.runs]
+            )
             parts.append(figure_html(fig, alt="training curves of the masking lab's runs"))
         return "".join(parts)
 
-    def _repr_mimebundle_(self, **kwargs):
+    def _repr_mimebundle_(self, **kwargs: object) -> tuple[dict, dict]:
         parent = getattr(super(), "_repr_mimebundle_", None)  # absent in ipywidgets 7
         return with_static_view(self, parent(**kwargs) if parent is not None else None)
 
     def __repr__(self) -> str:
         return f"MaskingLab({len(self.data)} training rows, {len(self.runs)} runs)"
+
+
+def _make_figure() -> object:
+    """The lab's plotly figure: one panel per curve of :data:`PANELS`, steps on every x axis."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=2, cols=3, subplot_titles=[p[2] for p in PANELS], horizontal_spacing=0.07, vertical_spacing=0.16
+    )
+    figure = go.FigureWidget(fig)
+    figure.update_layout(
+        height=460,
+        margin=dict(l=40, r=10, t=40, b=30),
+        template="plotly_white",
+        legend=dict(orientation="h", y=-0.12, font=dict(size=11)),
+        font=dict(size=11),
+    )
+    figure.update_annotations(font_size=12)  # the subplot titles
+    for i in range(len(PANELS)):
+        figure.update_xaxes(title_text="step", title_font=dict(size=10), row=i // 3 + 1, col=i % 3 + 1)
+    return figure

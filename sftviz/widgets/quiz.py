@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import traitlets
 
-from .. import render
 from ..quiz import as_questions
+from ..views.html import quiz_html
 from ._base import SftvizWidget, module_source, stylesheet
 
 
@@ -40,8 +41,17 @@ class Quiz(SftvizWidget):
     description = traitlets.Unicode("").tag(sync=True)
     score_text = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, questions="sft-foundations", *, topics=None, ids=None, shuffle: bool = False, seed: int = 0,
-                 title: str | None = None, reveal_in_static: bool = True):
+    def __init__(
+        self,
+        questions: object = "sft-foundations",
+        *,
+        topics: str | list[str] | tuple[str, ...] | None = None,
+        ids: list[str] | tuple[str, ...] | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        title: str | None = None,
+        reveal_in_static: bool = True,
+    ):
         bank = as_questions(questions)
         qs = list(bank.questions)
         if topics is not None:
@@ -76,6 +86,7 @@ class Quiz(SftvizWidget):
 
     @property
     def question_list(self) -> list:
+        """The quiz's questions, in the order shown."""
         return [self._questions[i] for i in self._order]
 
     def answer(self, question_id: str, choice: int) -> dict:
@@ -91,7 +102,7 @@ class Quiz(SftvizWidget):
         """Clear every answer."""
         self.responses = {}
 
-    def on_answer(self, callback) -> None:
+    def on_answer(self, callback: Callable[[str, dict], object]) -> None:
         """Call ``callback(question_id, feedback)`` after each answer (errors it raises show in the widget)."""
         if not callable(callback):
             raise TypeError("on_answer needs a function taking (question_id, feedback).")
@@ -133,19 +144,22 @@ class Quiz(SftvizWidget):
                 for cb in list(self._callbacks):
                     try:
                         cb(qid, self.feedback[qid])
-                    except Exception as err:
-                        self._report(err)
+                    except Exception as err:  # noqa: BLE001 -- a user's callback: shown in the widget
+                        self.report_error(err)
 
     def _update_score(self):
         right, answered, total = self.score
         self.score_text = (
-            f"{right} of {answered} answered correctly \u00b7 {total} questions" if answered else f"{total} questions: pick an answer to check it"
+            f"{right} of {answered} answered correctly \u00b7 {total} questions"
+            if answered
+            else f"{total} questions: pick an answer to check it"
         )
 
     # -- display ------------------------------------------------------------------------------
 
     def static_html(self) -> str:
-        return render.quiz_html(self.question_list, reveal=self.reveal_in_static, title=self.title or None)
+        """The questions as static HTML (:func:`sftviz.render.quiz_html`), answers folded unless turned off."""
+        return quiz_html(self.question_list, reveal=self.reveal_in_static, title=self.title or None)
 
     def __repr__(self) -> str:
         right, answered, total = self.score

@@ -60,7 +60,7 @@ function render({ model, el }) {
       const strip = svEl("div", "sftviz-strip");
       let prev = null;
       for (const rec of recs) {
-        if (rec.segment !== prev && SV_LABELLED.includes(rec.segment)) strip.appendChild(svSegLabel(rec.segment));
+        if (rec.segment !== prev && svIsLabelled(rec.segment)) strip.appendChild(svSegLabel(rec.segment));
         prev = rec.segment;
         strip.appendChild(chip(rec, "token"));
         if (rec.newline) strip.appendChild(svEl("span", "sftviz-break"));

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import traitlets
 
-from .. import render
+from ..data import Example
+from ..logprobs import ScoreReport
+from ..views.html import token_html
+from ..views.records import example_and_report, example_summary, notes_of, token_records
 from ._base import SftvizWidget, json_safe, module_source, stylesheet
 
 
@@ -42,8 +45,17 @@ class TokenView(SftvizWidget):
     summary = traitlets.Unicode("").tag(sync=True)
     notes = traitlets.List().tag(sync=True)
 
-    def __init__(self, example, scores=None, *, shifted: bool = False, editable: bool = True, title: str = "", **kwargs):
-        ex, report = render._split(example, scores)
+    def __init__(
+        self,
+        example: Example | ScoreReport,
+        scores: ScoreReport | None = None,
+        *,
+        shifted: bool = False,
+        editable: bool = True,
+        title: str = "",
+        **kwargs: object,
+    ):
+        ex, report = example_and_report(example, scores)
         self.example = ex
         self.report = report
         self._syncing = False
@@ -57,11 +69,11 @@ class TokenView(SftvizWidget):
         self._syncing = True
         try:
             with self.hold_trait_notifications():
-                self.tokens = json_safe(render.token_records(self.example, self.report))
+                self.tokens = json_safe(token_records(self.example, self.report))
                 self.trained = [bool(v) for v in self.example.trained]
                 self.labels = list(self.example.labels)
-                self.summary = render.example_summary(self.example)
-                self.notes = render.notes_of(self.example)
+                self.summary = example_summary(self.example)
+                self.notes = notes_of(self.example)
         finally:
             self._syncing = False
 
@@ -75,7 +87,7 @@ class TokenView(SftvizWidget):
             try:
                 self.example.set_trained(position, trained)
             except (TypeError, ValueError) as err:
-                self._report(err)
+                self.report_error(err)
 
     def toggle(self, position: int) -> None:
         """Flip whether token ``position`` is trained."""
@@ -87,7 +99,8 @@ class TokenView(SftvizWidget):
 
     # -- what the browser sends -----------------------------------------------------------
 
-    def set_state(self, sync_data):
+    def set_state(self, sync_data: dict) -> None:
+        """Apply a state message from the browser (ipywidgets calls this; a click arrives here)."""
         # A click arrives here. A refused click is replaced by the current value before ipywidgets
         # echoes it to the browser (which then shows the old state) and sets the trait, so observers of
         # ``trained`` see no event for a change that did not happen.
@@ -119,7 +132,7 @@ class TokenView(SftvizWidget):
         except (TypeError, ValueError) as err:
             self.example.labels[:], self.example.weights[:] = backup[0], backup[1]
             self.example.masking = backup[2]
-            self._report(err)
+            self.report_error(err)
             return have
         if changed:
             self.error = ""
@@ -132,16 +145,17 @@ class TokenView(SftvizWidget):
         self._syncing = True
         try:
             with self.hold_trait_notifications():
-                self.tokens = json_safe(render.token_records(self.example, self.report))
+                self.tokens = json_safe(token_records(self.example, self.report))
                 self.labels = list(self.example.labels)
-                self.summary = render.example_summary(self.example)
+                self.summary = example_summary(self.example)
         finally:
             self._syncing = False
 
     # -- display ------------------------------------------------------------------------------
 
     def static_html(self) -> str:
-        return render.token_html(self.example, self.report, shifted=self.shifted, title=self.title or None)
+        """The example as static HTML (:func:`sftviz.render.token_html`), in the view's current mode."""
+        return token_html(self.example, self.report, shifted=self.shifted, title=self.title or None)
 
     def __repr__(self) -> str:
         n = len(self.example)

@@ -100,12 +100,14 @@ def test_course_notebook_runs_and_renders(path, jupyter_lab, page, budget, shots
         # The student version has no outputs, so every code cell counts as waiting until it has run.
         view.poll(f"{name}: every code cell to run and the kernel to be idle", done, timeout=150, interval=0.5)
         for cls, n in WIDGETS[path.name[:2]].items():
-            view.poll(f"{name}: {n} rendered .{cls} view(s)", lambda: view.js(COUNT, cls) >= n, timeout=30)
+            view.poll(f"{name}: {n} rendered .{cls} view(s)", lambda cls=cls, n=n: view.js(COUNT, cls) >= n, timeout=30)
         assert view.js(WIDGET_ERRORS) == [], f"{name}: a widget shows an error"
         text = view.js(OUTPUT_TEXT)
         # Every unanswered exercise says so (notebook 5's one cell checks three runs), and none is marked correct.
         assert text.count("Not answered yet") >= exercises, f"{name}: an exercise gave no 'Not answered yet' feedback"
-        assert "Correct:" not in text and "\u2714 Correct" not in text, f"{name}: a check says Correct with no answer given"
+        assert "Correct:" not in text and "\u2714 Correct" not in text, (
+            f"{name}: a check says Correct with no answer given"
+        )
         assert view.page_errors == [], f"{name}: JavaScript errors on the page: {view.page_errors}"
         first = next(iter(WIDGETS[path.name[:2]]))
         view.screenshot(page.locator(f".jp-OutputArea-output:has(.{first})").first, f"course_{path.name[:2]}")

@@ -30,8 +30,12 @@ SUMS = """() => Object.fromEntries([...document.querySelectorAll(".sftviz-lpx [d
     .map(e => [e.dataset.sftvizSum, e.textContent]))"""
 POINTS = """() => { const gd = document.querySelector('.sftviz-masking-lab .js-plotly-plot');
     return gd && gd.data ? gd.data.map(t => (t.x || []).length) : null; }"""
-LAB_STATUS = "() => (document.querySelector('.sftviz-masking-lab .sftviz-labpanel .sftviz-status') || {}).textContent || ''"
-LAB_ERROR = "() => (document.querySelector('.sftviz-masking-lab .sftviz-labpanel .sftviz-error') || {}).textContent || ''"
+LAB_STATUS = (
+    "() => (document.querySelector('.sftviz-masking-lab .sftviz-labpanel .sftviz-status') || {}).textContent || ''"
+)
+LAB_ERROR = (
+    "() => (document.querySelector('.sftviz-masking-lab .sftviz-labpanel .sftviz-error') || {}).textContent || ''"
+)
 TRAIN_PANELS = (0, 1, 2, 5)  # MaskingLab.PANELS: loss, prompt NLL, completion NLL, (eval, eval), grad norm
 
 
@@ -58,8 +62,9 @@ def test_token_view_marks_trained_and_masked_tokens(nb):
     toks = nb.js(TOKEN_STATES)
     assert [t["position"] for t in toks] == list(range(exp["n"])), "token elements are not one per position, in order"
     assert [t["segment"] for t in toks] == exp["segments"], "data-sftviz-segment differs from the Python example"
-    assert [t["trained"] for t in toks] == ["true" if v else "false" for v in exp["trained"]], \
+    assert [t["trained"] for t in toks] == ["true" if v else "false" for v in exp["trained"]], (
         "data-sftviz-trained differs from the Python example's labels"
+    )
     n_true = sum(t["trained"] == "true" for t in toks)
     assert (n_true, len(toks) - n_true) == (exp["n_trained"], exp["n_masked"])
     # The known example: BOS and prompt masked, the completion and its EOS trained.
@@ -84,13 +89,21 @@ def test_click_flips_a_token_through_python(nb):
         flipped = "false" if now == "true" else "true"
         want ^= {position}
         _token(nb, position).click()
-        nb.wait_js(f"token {position} ({exp['segments'][position]}) to show data-sftviz-trained={flipped} after a click "
-                   "(the view redraws from the tokens Python sends back)", f"() => ({TRAINED_AT})({position}) === '{flipped}'",
-                   timeout=20)
-        seen = nb.poll(f"the kernel's observer to report the click on token {position}",
-                       lambda: (lambda s: s if s["changes"] > before else None)(_seen(nb)), timeout=20)
-        assert set(seen["trained"]) == want, (f"after clicking token {position}, Python's example trains "
-                                              f"{sorted(seen['trained'])}, expected {sorted(want)}")
+        nb.wait_js(
+            f"token {position} ({exp['segments'][position]}) to show data-sftviz-trained={flipped} after a click "
+            "(the view redraws from the tokens Python sends back)",
+            f"() => ({TRAINED_AT})({position}) === '{flipped}'",
+            timeout=20,
+        )
+        seen = nb.poll(
+            f"the kernel's observer to report the click on token {position}",
+            lambda before=before: (lambda s: s if s["changes"] > before else None)(_seen(nb)),
+            timeout=20,
+        )
+        assert set(seen["trained"]) == want, (
+            f"after clicking token {position}, Python's example trains "
+            f"{sorted(seen['trained'])}, expected {sorted(want)}"
+        )
         assert seen["masking"] == "custom"
         dom = {t["position"] for t in nb.js(TOKEN_STATES) if t["trained"] == "true"}
         assert dom == want, f"page shows trained {sorted(dom)}, Python {sorted(want)}"
@@ -103,16 +116,20 @@ def test_refused_click_shows_an_error_in_the_token_view(nb):
     before = _seen(nb)
     _token(nb, 0).click()  # position 0 (BOS) can never be a target
     err = nb.output(TOKENVIEW).locator(".sftviz-error[role='alert']")
-    nb.poll("TokenView's error box to explain that position 0 cannot be trained",
-            lambda: err.is_visible() and "Position 0" in err.inner_text(), timeout=20)
+    nb.poll(
+        "TokenView's error box to explain that position 0 cannot be trained",
+        lambda: err.is_visible() and "Position 0" in err.inner_text(),
+        timeout=20,
+    )
     nb.page.wait_for_timeout(500)  # the undo from Python has arrived with the error; let the view settle
     assert nb.js(TRAINED_AT, 0) == "false", "position 0 shows as trained after a refused click"
     # (traitlets may still notify observers of the refusal, with old == new: what counts is the example)
     after = _seen(nb)
     if after["trained"] is not None:
         dom = {t["position"] for t in nb.js(TOKEN_STATES) if t["trained"] == "true"}
-        assert 0 not in after["trained"] and set(after["trained"]) == dom, \
+        assert 0 not in after["trained"] and set(after["trained"]) == dom, (
             f"Python's example and the page disagree after a refused click on position 0: {before} -> {after}, page {dom}"
+        )
     nb.screenshot(nb.output(TOKENVIEW), "token_view_error")
 
 
@@ -130,6 +147,7 @@ def test_typing_a_completion_changes_joint_and_conditional(nb):
     box.click()
     box.press("Control+End")
     box.press_sequentially(" Thanks!", delay=20)
+
     def rescored():
         s = nb.js(SUMS)
         return s if s["joint"] != s0["joint"] and s["conditional"] != s0["conditional"] else None
@@ -150,8 +168,11 @@ def test_too_long_completion_shows_an_error_and_keeps_the_text(nb):
     long_text = "word " * 400
     box.fill(long_text)
     err = out.locator(f"{EXPLORER} > .sftviz-error[role='alert']")
-    nb.poll("LogProbExplorer's error box to say the text is too long for the model",
-            lambda: err.is_visible() and "reads at most" in err.inner_text(), timeout=30)
+    nb.poll(
+        "LogProbExplorer's error box to say the text is too long for the model",
+        lambda: err.is_visible() and "reads at most" in err.inner_text(),
+        timeout=30,
+    )
     assert box.input_value() == long_text, "the too-long text was not kept in the box"
     assert out.locator(".sftviz-results.sftviz-stale").count() == 1, "the last good scores are not shown as stale"
     nb.screenshot(out, "logprob_explorer_error")
@@ -166,6 +187,7 @@ def test_too_long_completion_shows_an_error_and_keeps_the_text(nb):
 
 def _points_when(nb, what: str, pred, timeout: float):
     """Poll the plot's point counts (one per trace) until ``pred(counts)``; returns them."""
+
     def check():
         pts = nb.js(POINTS)
         return pts if pts is not None and pred(pts) else None
@@ -224,7 +246,9 @@ def test_masking_lab_curves_grow_while_training_and_stop_keeps_them(nb):
     pts = nb.js(POINTS)
     assert len(pts) == 12, f"both runs' curves should stay overlaid (6 traces each): {pts}"
     assert all(pts[i] == 30 for i in TRAIN_PANELS), f"run #1's curves changed: {pts[:6]}"
-    assert all(0 < pts[6 + i] < 1000 for i in TRAIN_PANELS), f"the stopped run #2 should keep its partial curves: {pts[6:]}"
+    assert all(0 < pts[6 + i] < 1000 for i in TRAIN_PANELS), (
+        f"the stopped run #2 should keep its partial curves: {pts[6:]}"
+    )
     nb.page.wait_for_timeout(800)
     assert nb.js(POINTS) == pts, "curves kept changing after the run stopped"
     assert run_btn.is_enabled() and stop_btn.is_disabled(), "after Stop, Run should be enabled and Stop disabled"

@@ -1,5 +1,11 @@
 """A small fictional world that the bundled ``sftviz-tiny`` model knows about.
 
+A build-time module, not part of the installed package: ``scripts/build_tiny_model.py`` uses it to
+make the pretraining corpus and the bundled data files in ``sftviz/assets/data/``, and
+``tests/test_tiny_model.py`` uses it to check that those files are what it makes. Nothing in
+``sftviz`` imports it at run time (the wheel ships the files it made, not the generator). Import it
+with ``scripts/`` on ``sys.path``: ``import world as W``.
+
 Everything here is plain Python (standard library only) and deterministic: every function that
 makes a random choice takes an explicit ``seed`` and draws from its own ``random.Random(seed)``,
 never from the global random state.
@@ -33,21 +39,21 @@ import random
 from dataclasses import dataclass, field
 
 __all__ = [
-    "COMPANY",
-    "SYSTEM_PROMPT",
-    "INSTRUCTION",
     "ATTRIBUTES",
+    "COMPANY",
+    "INSTRUCTION",
+    "SYSTEM_PROMPT",
     "Product",
     "World",
-    "make_world",
-    "split_products",
-    "pretraining_corpus",
+    "answer_text",
     "heldout_corpus",
     "heldout_statements",
-    "support_pairs",
-    "support_chat",
-    "answer_text",
     "make_prompt",
+    "make_world",
+    "pretraining_corpus",
+    "split_products",
+    "support_chat",
+    "support_pairs",
 ]
 
 COMPANY = "Nimbus Home"
@@ -62,16 +68,70 @@ INSTRUCTION = SYSTEM_PROMPT + "\nCustomer: "
 ATTRIBUTES = ("price", "colour", "battery", "warranty")
 
 _FIRST_WORDS = [
-    "Zephyr", "Aurora", "Cobalt", "Ember", "Falcon", "Glacier", "Harbor", "Juniper", "Kestrel",
-    "Lumen", "Maple", "Nova", "Orbit", "Pebble", "Quartz", "Raven", "Sierra", "Tundra", "Vesper",
-    "Willow", "Yarrow", "Zenith", "Breeze", "Cedar", "Drift", "Echo", "Flint", "Grove", "Halo",
-    "Jasper", "Lark", "Meadow", "Opal", "Ripple", "Sable", "Thistle", "Boulder", "Comet", "Dune",
-    "Fern", "Heron", "Marble",
+    "Zephyr",
+    "Aurora",
+    "Cobalt",
+    "Ember",
+    "Falcon",
+    "Glacier",
+    "Harbor",
+    "Juniper",
+    "Kestrel",
+    "Lumen",
+    "Maple",
+    "Nova",
+    "Orbit",
+    "Pebble",
+    "Quartz",
+    "Raven",
+    "Sierra",
+    "Tundra",
+    "Vesper",
+    "Willow",
+    "Yarrow",
+    "Zenith",
+    "Breeze",
+    "Cedar",
+    "Drift",
+    "Echo",
+    "Flint",
+    "Grove",
+    "Halo",
+    "Jasper",
+    "Lark",
+    "Meadow",
+    "Opal",
+    "Ripple",
+    "Sable",
+    "Thistle",
+    "Boulder",
+    "Comet",
+    "Dune",
+    "Fern",
+    "Heron",
+    "Marble",
 ]
 _KINDS = [
-    "Kettle", "Lamp", "Fan", "Heater", "Speaker", "Blender", "Toaster", "Clock", "Vacuum", "Radio",
-    "Humidifier", "Purifier", "Mixer", "Camera", "Router", "Charger", "Scale", "Grinder",
-    "Projector", "Doorbell",
+    "Kettle",
+    "Lamp",
+    "Fan",
+    "Heater",
+    "Speaker",
+    "Blender",
+    "Toaster",
+    "Clock",
+    "Vacuum",
+    "Radio",
+    "Humidifier",
+    "Purifier",
+    "Mixer",
+    "Camera",
+    "Router",
+    "Charger",
+    "Scale",
+    "Grinder",
+    "Projector",
+    "Doorbell",
 ]
 COLOURS = ["red", "blue", "green", "yellow", "black", "white", "teal", "orange"]
 PRICES = [19, 25, 29, 35, 39, 45, 49, 59, 69, 79, 89, 99, 119, 149, 199]
@@ -86,11 +146,11 @@ SHOP_FACTS = {"return_days": 30, "open_hour": 9, "free_shipping": 50, "founded":
 class Product:
     """One product of the shop and its four facts."""
 
-    name: str          # two words, e.g. "Zephyr Kettle"
-    price: int         # dollars
-    colour: str        # one of COLOURS
-    battery: int       # hours on one charge
-    warranty: int      # years
+    name: str  # two words, e.g. "Zephyr Kettle"
+    price: int  # dollars
+    colour: str  # one of COLOURS
+    battery: int  # hours on one charge
+    warranty: int  # years
 
 
 @dataclass(frozen=True)
@@ -120,29 +180,80 @@ class World:
 # ---------------------------------------------------------------------------------------------
 
 _CAPITALS = [
-    ("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Germany", "Berlin"),
-    ("Japan", "Tokyo"), ("Egypt", "Cairo"), ("Kenya", "Nairobi"), ("Peru", "Lima"),
-    ("Canada", "Ottawa"), ("Norway", "Oslo"), ("Greece", "Athens"), ("Portugal", "Lisbon"),
-    ("Ireland", "Dublin"), ("Poland", "Warsaw"), ("Austria", "Vienna"), ("Russia", "Moscow"),
-    ("China", "Beijing"), ("Chile", "Santiago"), ("Cuba", "Havana"), ("Sweden", "Stockholm"),
-    ("Finland", "Helsinki"), ("Denmark", "Copenhagen"), ("Hungary", "Budapest"),
-    ("Belgium", "Brussels"), ("Turkey", "Ankara"), ("Thailand", "Bangkok"),
-    ("Australia", "Canberra"), ("Ghana", "Accra"),
+    ("France", "Paris"),
+    ("Spain", "Madrid"),
+    ("Italy", "Rome"),
+    ("Germany", "Berlin"),
+    ("Japan", "Tokyo"),
+    ("Egypt", "Cairo"),
+    ("Kenya", "Nairobi"),
+    ("Peru", "Lima"),
+    ("Canada", "Ottawa"),
+    ("Norway", "Oslo"),
+    ("Greece", "Athens"),
+    ("Portugal", "Lisbon"),
+    ("Ireland", "Dublin"),
+    ("Poland", "Warsaw"),
+    ("Austria", "Vienna"),
+    ("Russia", "Moscow"),
+    ("China", "Beijing"),
+    ("Chile", "Santiago"),
+    ("Cuba", "Havana"),
+    ("Sweden", "Stockholm"),
+    ("Finland", "Helsinki"),
+    ("Denmark", "Copenhagen"),
+    ("Hungary", "Budapest"),
+    ("Belgium", "Brussels"),
+    ("Turkey", "Ankara"),
+    ("Thailand", "Bangkok"),
+    ("Australia", "Canberra"),
+    ("Ghana", "Accra"),
 ]
 _DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December"]
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 _THING_COLOURS = [
-    ("the sky", "blue"), ("grass", "green"), ("snow", "white"), ("coal", "black"),
-    ("a banana", "yellow"), ("a tomato", "red"), ("a lemon", "yellow"), ("a cherry", "red"),
-    ("milk", "white"), ("a leaf", "green"), ("the sea", "blue"), ("a carrot", "orange"),
-    ("chocolate", "brown"), ("a crow", "black"),
+    ("the sky", "blue"),
+    ("grass", "green"),
+    ("snow", "white"),
+    ("coal", "black"),
+    ("a banana", "yellow"),
+    ("a tomato", "red"),
+    ("a lemon", "yellow"),
+    ("a cherry", "red"),
+    ("milk", "white"),
+    ("a leaf", "green"),
+    ("the sea", "blue"),
+    ("a carrot", "orange"),
+    ("chocolate", "brown"),
+    ("a crow", "black"),
 ]
 _NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 _OPPOSITES = [
-    ("hot", "cold"), ("big", "small"), ("up", "down"), ("day", "night"), ("fast", "slow"),
-    ("open", "closed"), ("full", "empty"), ("light", "dark"), ("early", "late"), ("wet", "dry"),
-    ("loud", "quiet"), ("high", "low"),
+    ("hot", "cold"),
+    ("big", "small"),
+    ("up", "down"),
+    ("day", "night"),
+    ("fast", "slow"),
+    ("open", "closed"),
+    ("full", "empty"),
+    ("light", "dark"),
+    ("early", "late"),
+    ("wet", "dry"),
+    ("loud", "quiet"),
+    ("high", "low"),
 ]
 
 
@@ -152,8 +263,11 @@ def _general_facts() -> list[tuple[str, str, str]]:
     facts += [("day", d, _DAYS[(i + 1) % 7]) for i, d in enumerate(_DAYS)]
     facts += [("month", m, _MONTHS[(i + 1) % 12]) for i, m in enumerate(_MONTHS)]
     facts += [("thing_colour", t, c) for t, c in _THING_COLOURS]
-    facts += [("sum", f"{_NUMBER_WORDS[a]} plus {_NUMBER_WORDS[b]}", _NUMBER_WORDS[a + b])
-              for a in range(1, 6) for b in range(1, 6)]
+    facts += [
+        ("sum", f"{_NUMBER_WORDS[a]} plus {_NUMBER_WORDS[b]}", _NUMBER_WORDS[a + b])
+        for a in range(1, 6)
+        for b in range(1, 6)
+    ]
     facts += [("opposite", a, b) for a, b in _OPPOSITES]
     return facts
 
@@ -168,15 +282,16 @@ def make_world(seed: int = 0) -> World:
     first = rng.sample(_FIRST_WORDS, 40)
     products = []
     for word in first:
-        products.append(Product(
-            name=f"{word} {rng.choice(_KINDS)}",
-            price=rng.choice(PRICES),
-            colour=rng.choice(COLOURS),
-            battery=rng.choice(BATTERY_HOURS),
-            warranty=rng.choice(WARRANTY_YEARS),
-        ))
-    return World(seed=seed, company=COMPANY, products=products, shop=dict(SHOP_FACTS),
-                  general_facts=_general_facts())
+        products.append(
+            Product(
+                name=f"{word} {rng.choice(_KINDS)}",
+                price=rng.choice(PRICES),
+                colour=rng.choice(COLOURS),
+                battery=rng.choice(BATTERY_HOURS),
+                warranty=rng.choice(WARRANTY_YEARS),
+            )
+        )
+    return World(seed=seed, company=COMPANY, products=products, shop=dict(SHOP_FACTS), general_facts=_general_facts())
 
 
 def split_products(world: World, n_train: int = 30) -> tuple[list[Product], list[Product]]:
@@ -252,13 +367,16 @@ _EVAL_TEMPLATES = {
 }
 
 _SHOP_TEMPLATES = {
-    "return_days": ["{company} accepts returns within {v} days.",
-                    "You can return anything bought from {company} within {v} days.",
-                    "Customers of {company} have {v} days to return a product."],
-    "open_hour": ["{company} stores open at {v} in the morning.",
-                  "Every {company} store opens at {v} in the morning."],
-    "free_shipping": ["{company} ships for free on orders over {v} dollars.",
-                      "Orders over {v} dollars ship for free from {company}."],
+    "return_days": [
+        "{company} accepts returns within {v} days.",
+        "You can return anything bought from {company} within {v} days.",
+        "Customers of {company} have {v} days to return a product.",
+    ],
+    "open_hour": ["{company} stores open at {v} in the morning.", "Every {company} store opens at {v} in the morning."],
+    "free_shipping": [
+        "{company} ships for free on orders over {v} dollars.",
+        "Orders over {v} dollars ship for free from {company}.",
+    ],
     "founded": ["{company} was founded in {v}.", "{company} started selling home products in {v}."],
 }
 _SHOP_EVAL = {
@@ -329,6 +447,7 @@ def _cap(s: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Pretraining prose
 # ---------------------------------------------------------------------------------------------
+
 
 def _product_document(rng: random.Random, p: Product) -> str:
     """One document about one product stating 1-3 of its facts."""
@@ -425,8 +544,8 @@ def heldout_corpus(world: World, n: int, seed: int, exclude: set[str] | list[str
 # Held-out statements (knowledge probes)
 # ---------------------------------------------------------------------------------------------
 
-def heldout_statements(world: World, seed: int = 0, n_distractors: int = 5,
-                       include_general: bool = True) -> list[dict]:
+
+def heldout_statements(world: World, seed: int = 0, n_distractors: int = 5, include_general: bool = True) -> list[dict]:
     """Fill-in-the-blank knowledge probes written with eval-only templates.
 
     The eval templates paraphrase the pretraining ones ("On one charge, the X runs for" for "The X
@@ -443,31 +562,51 @@ def heldout_statements(world: World, seed: int = 0, n_distractors: int = 5,
     rng = random.Random(seed)
     items = []
 
-    def add(context: str, true_v: str, other_vs: list[str], cont: str, kind: str, subject: str,
-            unit_for=lambda v: ""):
+    def add(context: str, true_v: str, other_vs: list[str], cont: str, kind: str, subject: str, unit_for=lambda v: ""):
         others = [v for v in dict.fromkeys(other_vs) if v != true_v]
         rng.shuffle(others)
-        items.append({
-            "context": context,
-            "true": cont.format(v=true_v, u=unit_for(true_v)),
-            "distractors": [cont.format(v=v, u=unit_for(v)) for v in others[:n_distractors]],
-            "kind": kind,
-            "subject": subject,
-        })
+        items.append(
+            {
+                "context": context,
+                "true": cont.format(v=true_v, u=unit_for(true_v)),
+                "distractors": [cont.format(v=v, u=unit_for(v)) for v in others[:n_distractors]],
+                "kind": kind,
+                "subject": subject,
+            }
+        )
 
-    units = {"battery": lambda v: "hour" if v == "1" else "hours",
-             "warranty": lambda v: "year" if v == "1" else "years"}
+    units = {
+        "battery": lambda v: "hour" if v == "1" else "hours",
+        "warranty": lambda v: "year" if v == "1" else "years",
+    }
     pools = {"price": PRICES, "colour": COLOURS, "battery": BATTERY_HOURS, "warranty": WARRANTY_YEARS}
     for p in world.products:
         for a in ATTRIBUTES:
             ctx, cont = _EVAL_TEMPLATES[a]
-            add(ctx.format(n=p.name), _value(p, a)[0], [str(x) for x in pools[a]], cont,
-                a, p.name, units.get(a, lambda v: ""))
-    shop_pools = {"return_days": [7, 14, 30, 60, 90], "open_hour": [6, 7, 8, 9, 10, 11],
-                  "free_shipping": [20, 25, 50, 75, 100], "founded": [1988, 1994, 1998, 2004, 2010]}
+            add(
+                ctx.format(n=p.name),
+                _value(p, a)[0],
+                [str(x) for x in pools[a]],
+                cont,
+                a,
+                p.name,
+                units.get(a, lambda v: ""),
+            )
+    shop_pools = {
+        "return_days": [7, 14, 30, 60, 90],
+        "open_hour": [6, 7, 8, 9, 10, 11],
+        "free_shipping": [20, 25, 50, 75, 100],
+        "founded": [1988, 1994, 1998, 2004, 2010],
+    }
     for key, (ctx, cont) in _SHOP_EVAL.items():
-        add(ctx.format(company=world.company), str(world.shop[key]),
-            [str(x) for x in shop_pools[key]], cont, "shop", key)
+        add(
+            ctx.format(company=world.company),
+            str(world.shop[key]),
+            [str(x) for x in shop_pools[key]],
+            cont,
+            "shop",
+            key,
+        )
     if include_general:
         by_kind: dict[str, list[str]] = {}
         for kind, _, v in world.general_facts:
@@ -484,12 +623,9 @@ def heldout_statements(world: World, seed: int = 0, n_distractors: int = 5,
 
 _QUESTIONS = {
     "price": ["How much does the {n} cost?", "What is the price of the {n}?", "How much is the {n}?"],
-    "colour": ["What colour is the {n}?", "Which colour does the {n} come in?",
-               "What colour can I get the {n} in?"],
-    "battery": ["How long does the battery of the {n} last?",
-                "How many hours does the {n} run on one charge?"],
-    "warranty": ["How long is the warranty on the {n}?",
-                 "How many years of warranty does the {n} have?"],
+    "colour": ["What colour is the {n}?", "Which colour does the {n} come in?", "What colour can I get the {n} in?"],
+    "battery": ["How long does the battery of the {n} last?", "How many hours does the {n} run on one charge?"],
+    "warranty": ["How long is the warranty on the {n}?", "How many years of warranty does the {n} have?"],
 }
 _FOLLOW_UPS = {
     "price": ["And how much does it cost?", "What does it cost?"],
@@ -514,8 +650,7 @@ def make_prompt(question: str) -> str:
     return f"{INSTRUCTION}{question}\nAssistant:"
 
 
-def support_pairs(world: World, products: list[Product], seed: int = 0,
-                  phrasings: int | None = None) -> list[dict]:
+def support_pairs(world: World, products: list[Product], seed: int = 0, phrasings: int | None = None) -> list[dict]:
     """Prompt/completion pairs: a support instruction + a customer question -> a short answer.
 
     One pair per product, attribute and question phrasing (two or three phrasings per attribute),
@@ -532,14 +667,12 @@ def support_pairs(world: World, products: list[Product], seed: int = 0,
             if phrasings is not None:
                 qs = rng.sample(qs, min(phrasings, len(qs)))
             for q in qs:
-                rows.append({"prompt": make_prompt(q.format(n=p.name)),
-                             "completion": " " + answer_text(p, a)})
+                rows.append({"prompt": make_prompt(q.format(n=p.name)), "completion": " " + answer_text(p, a)})
     rng.shuffle(rows)
     return rows
 
 
-def support_chat(world: World, products: list[Product], seed: int = 0,
-                 per_product: int = 2) -> list[dict]:
+def support_chat(world: World, products: list[Product], seed: int = 0, per_product: int = 2) -> list[dict]:
     """Chat conversations: a system message, then 1-3 user/assistant exchanges about one product.
 
     The first question names the product; follow-ups say "it". Assistant answers are the same

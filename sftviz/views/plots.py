@@ -1,0 +1,331 @@
+"""Matplotlib figures of the core's objects: log-probs per token, training runs, gradients, masks.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (no global
+figure state, nothing shown twice in a notebook; Jupyter displays a returned figure). Pass ``ax=``
+to draw into an axes of your own instead. Colours, tints and line styles come from
+:mod:`sftviz.views.vocab` (Okabe-Ito, colour-blind safe) and every distinction that matters also has
+a second cue: hatching, line style or a text label. The numbers come from the records of
+:mod:`sftviz.views.records`, the same ones the HTML views and widgets show.
+
+Views never compute model quantities: they take a :class:`~sftviz.logprobs.ScoreReport`, runs from
+:func:`sftviz.train.finetune`, or the result of :func:`sftviz.gradients.token_gradients`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from html import escape
+from typing import TYPE_CHECKING
+
+from ..data import IGNORE_INDEX, Example
+from ..logprobs import ScoreReport
+from .records import display_parts, example_and_report, gradient_records, logprob_records
+from .vocab import LOSS_COLOURS, MASKINGS, OKABE_ITO, PART_COLOURS, RUN_COLOURS, masking_kind, masking_style, segment
+
+if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "MASKING_DASH",
+    "OKABE_ITO",
+    "PART_COLOURS",
+    "RUN_PANELS",
+    "figure_html",
+    "label_text",
+    "plot_example",
+    "plot_logprobs",
+    "plot_runs",
+    "plot_token_gradients",
+]
+
+# The matplotlib line style of each masking kind (from the vocabulary).
+MASKING_DASH = {name: m.mpl_dash for name, m in MASKINGS.items()}
+
+# Panels of a run plot: (key, record kind, title, y label)
+RUN_PANELS = [
+    ("loss", "train", "objective (the loss optimised)", "nats / token"),
+    ("prompt_nll", "train", "prompt NLL", "nats / token"),
+    ("completion_nll", "train", "completion NLL", "nats / token"),
+    ("cond_logprob_per_token", "eval", "eval log Pr(y | x) per token", "nats"),
+    ("marg_logprob_per_token", "eval", "eval log Pr(x) per token", "nats"),
+    ("grad_norm", "train", "gradient norm", "L2 norm"),
+]
+
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    # Made through pyplot so that Jupyter's inline backend knows how to show it, then closed so that
+    # it is shown once: by the notebook displaying the returned figure, not again at the cell's end.
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=figsize, layout="constrained")
+    plt.close(fig)
+    return fig
+
+
+def label_text(s: str) -> str:
+    """Token text safe for a matplotlib label: visible whitespace, and no mathtext ($ escaped)."""
+    return "".join(p for _, p in display_parts(str(s))).replace("$", r"\$")
+
+
+def figure_html(fig: Figure, alt: str = "figure", dpi: int = 80) -> str:
+    """A figure as an ``<img>`` with an inline PNG (for static HTML that works offline)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{escape(alt, quote=True)}" src="data:image/png;base64,{data}"/>'
+
+
+# --------------------------------------------------------------------------------------------
+# Log-probabilities
+# --------------------------------------------------------------------------------------------
+
+
+def plot_logprobs(report: ScoreReport, ax: Axes | None = None, *, max_tokens: int = 96) -> Figure:
+    """Bars of -log Pr(token | before) per token (prompt solid, completion hatched) and running sums.
+
+    The running-sum lines end at log Pr(x) (marginal) and log Pr(y | x) (conditional); the title
+    states ``joint = marginal + conditional`` with the report's numbers.
+    """
+    recs = logprob_records(report)[:max_tokens]
+    fig = None
+    if ax is None:
+        fig = _figure((max(6.0, 0.22 * len(recs) + 2), 3.4))
+        ax = fig.add_subplot()
+    xs = list(range(len(recs)))
+    for i, r in enumerate(recs):
+        ax.bar(
+            i,
+            -r["logprob"],
+            color=PART_COLOURS[r["part"]],
+            hatch="///" if r["part"] == "y" else None,
+            edgecolor="#333333",
+            linewidth=0.4,
+        )
+    ax.set_xticks(xs)
+    ax.set_xticklabels([label_text(r["text"]) for r in recs], rotation=90, fontsize=7, family="monospace")
+    ax.set_ylabel("\u2212log Pr(token | before)  [nats]")
+    ax2 = ax.twinx()
+    ax2.plot(xs, [r["running_joint"] for r in recs], color="#000000", linewidth=1.2, label="\u03a3 joint so far")
+    ax2.set_ylabel("running sum [nats]")
+    from matplotlib.patches import Patch
+
+    handles = [
+        Patch(facecolor=PART_COLOURS["x"], edgecolor="#333", label="prompt token: in log Pr(x)"),
+        Patch(facecolor=PART_COLOURS["y"], edgecolor="#333", hatch="///", label="completion token: in log Pr(y|x)"),
+    ]
+    handles += ax2.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=7, loc="upper left")
+    ax.set_title(
+        f"log Pr([x,y]) = {report.joint:.2f}  =  log Pr(x) {report.marginal:.2f}  +  log Pr(y|x) {report.conditional:.2f}",
+        fontsize=9,
+    )
+    return fig if fig is not None else ax.figure
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------
+
+
+def _run_parts(run: object) -> tuple[str, str, list, list]:
+    """(name, masking kind, train records, eval records) of a Run or a run-like dict."""
+    get = (lambda k, d=None: run.get(k, d)) if isinstance(run, dict) else (lambda k, d=None: getattr(run, k, d))
+    config = get("config") or {}
+    masking = config.get("masking", "completion") if isinstance(config, dict) else "completion"
+    kind = masking_kind(masking)
+    fault = config.get("fault") if isinstance(config, dict) else None
+    name = get("name") or (
+        f"{masking if isinstance(masking, str) else f'plw {masking:g}'}" + (f" + {fault}" if fault else "")
+    )
+    history = list(get("history") or [])
+    evals = list(get("evals") or [])
+    train = [r for r in history if r.get("kind", "train") == "train"]
+    evals = evals or [r for r in history if r.get("kind") == "eval"]
+    return str(name), kind, train, evals
+
+
+def plot_runs(
+    runs: object, *, panels: list[str] | tuple[str, ...] | None = None, figsize: tuple[float, float] = (11, 5.6)
+) -> Figure:
+    """Training curves of one or more runs, overlaid: objective, prompt NLL, completion NLL, eval
+    conditional and marginal log-prob per token, gradient norm.
+
+    ``runs`` are :class:`sftviz.train.Run` objects (or dicts with ``history``, ``evals``, ``config``
+    and optionally ``name``). Each run has its own colour *and* its masking its own line style.
+    """
+    if not isinstance(runs, (list, tuple)):
+        runs = [runs]
+    panels = RUN_PANELS if panels is None else [p for p in RUN_PANELS if p[0] in panels]
+    cols = 3 if len(panels) > 2 else len(panels)
+    rows = math.ceil(len(panels) / cols)
+    fig = _figure(figsize)
+    axes = [fig.add_subplot(rows, cols, k + 1) for k in range(len(panels))]
+    for i, run in enumerate(runs):
+        name, kind, train, evals = _run_parts(run)
+        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
+        for ax, (key, where, _title, _ylabel) in zip(axes, panels):
+            recs = train if where == "train" else evals
+            pts = [(r["step"], r[key]) for r in recs if r.get(key) is not None and isinstance(r.get(key), (int, float))]
+            if pts:
+                ax.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    linestyle=masking_style(kind).mpl_dash,
+                    color=colour,
+                    linewidth=1.4,
+                    marker="o" if where == "eval" else None,
+                    markersize=3,
+                    label=name,
+                )
+    for ax, (_key, where, title, ylabel) in zip(axes, panels):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        if not ax.lines:
+            ax.text(
+                0.5,
+                0.5,
+                "no data" if where == "train" else "no eval data",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=8,
+                color="#555555",
+            )
+    if runs and axes[0].lines:
+        axes[0].legend(fontsize=7)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Gradients
+# --------------------------------------------------------------------------------------------
+
+
+def plot_token_gradients(
+    grads: object, *, what: str = "input", log_scale: bool = False, figsize: tuple[float, float] | None = None
+) -> Figure:
+    """Per-token gradient magnitude, completion-only (solid) vs full loss (hatched), side by side,
+    with per-layer gradient norms below."""
+    if what not in ("input", "target"):
+        raise ValueError("what must be 'input' or 'target'.")
+    d = gradient_records(grads)
+    recs = d["tokens"]
+    km, kf = ("input_masked", "input_full") if what == "input" else ("target_masked", "target_full")
+    fig = _figure(figsize or (max(7.0, 0.24 * len(recs) + 2), 5.2))
+    ax, axl = fig.subplots(2, 1, height_ratios=[2.2, 1])
+    xs = list(range(len(recs)))
+    w = 0.4
+    ax.bar(
+        [x - w / 2 for x in xs],
+        [r[km] or 0.0 for r in recs],
+        width=w,
+        color=LOSS_COLOURS["masked"],
+        label="completion-only loss",
+    )
+    ax.bar(
+        [x + w / 2 for x in xs],
+        [r[kf] or 0.0 for r in recs],
+        width=w,
+        color=LOSS_COLOURS["full"],
+        hatch="///",
+        edgecolor="#333333",
+        linewidth=0.3,
+        label="full loss",
+    )
+    ax.set_xticks(xs)
+    ax.set_xticklabels(
+        [label_text(r["text"]) + (" \u2713" if r["trained"] else "") for r in recs],
+        rotation=90,
+        fontsize=7,
+        family="monospace",
+    )
+    ax.set_ylabel(
+        "|d loss / d input embedding|" if what == "input" else "target's share of the weight gradient", fontsize=8
+    )
+    if log_scale:
+        ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.set_title(
+        f"{d['cosine']:.3f} = cosine(completion-only gradient, full gradient)  (\u2713 = trained target)", fontsize=9
+    )
+    names = [x["name"] for x in d["layers"]]
+    ys = list(range(len(names)))
+    axl.barh(
+        [y - 0.2 for y in ys],
+        [x["masked"] for x in d["layers"]],
+        height=0.4,
+        color=LOSS_COLOURS["masked"],
+        label="completion-only",
+    )
+    axl.barh(
+        [y + 0.2 for y in ys],
+        [x["full"] for x in d["layers"]],
+        height=0.4,
+        color=LOSS_COLOURS["full"],
+        hatch="///",
+        edgecolor="#333333",
+        linewidth=0.3,
+        label="full",
+    )
+    axl.set_yticks(ys)
+    axl.set_yticklabels(names, fontsize=7)
+    axl.invert_yaxis()
+    axl.set_xlabel("gradient norm per parameter group", fontsize=8)
+    axl.tick_params(labelsize=7)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# The mask itself
+# --------------------------------------------------------------------------------------------
+
+
+def plot_example(example: Example | ScoreReport, ax: Axes | None = None, *, per_row: int = 16) -> Figure:
+    """The tokens of an example as boxes: trained ones solid with a thick edge and a check mark,
+    masked ones hatched and grey (for slides and papers; the widgets are interactive)."""
+    from matplotlib.patches import Rectangle
+
+    ex, _ = example_and_report(example)
+    n = len(ex)
+    nrows = math.ceil(n / per_row)
+    fig = None
+    if ax is None:
+        fig = _figure((per_row * 0.75, 0.55 * nrows + 0.5))
+        ax = fig.add_subplot()
+    for t in range(n):
+        r, c = divmod(t, per_row)
+        trained = ex.labels[t] != IGNORE_INDEX
+        face = segment(ex.segments[t]).tint
+        ax.add_patch(
+            Rectangle(
+                (c, -r),
+                0.92,
+                0.8,
+                facecolor=face,
+                hatch=None if trained else "////",
+                edgecolor="#000000" if trained else "#8c8c8c",
+                linewidth=1.6 if trained else 0.6,
+                linestyle="-" if trained else "--",
+            )
+        )
+        ax.text(
+            c + 0.46,
+            -r + 0.4,
+            label_text(ex.tokens[t])[:8] + (" \u2713" if trained else ""),
+            ha="center",
+            va="center",
+            fontsize=7,
+            family="monospace",
+            color="#1a1a1a" if trained else "#4a4a4a",
+            fontweight="bold" if trained else "normal",
+        )
+    ax.set_xlim(-0.1, per_row)
+    ax.set_ylim(-nrows + 0.9, 0.9)
+    ax.axis("off")
+    ax.set_title("solid + \u2713: trained target;  hatched, dashed: masked (label \u2212100)", fontsize=8)
+    return fig if fig is not None else ax.figure
