@@ -91,6 +91,7 @@ sections stay as they are).
 | `bench/faults_demo.py` | faults | what each injected bug does to the curves and answers |
 | `bench/bench_views.py` | views | scoring + rendering one 64-token example, against a 50 ms target |
 | `bench/bench_gradients.py` | gradient attribution | `token_gradients` on a 64-token example vs one backward pass per target |
+| `bench/bench_hf_loss.py` | Trainer with the sftviz loss | `sftviz.hf.SFTLossTrainer` vs Trainer's own loss on the same tokenized rows |
 
 Timing on a shared machine: wall-clock figures (the default) are what a learner sees on 2 cores, but
 they move with other processes' load; `--threads 1 --clock cpu` measures process CPU time on one
@@ -108,6 +109,7 @@ ORDER = (
     "faults_demo",
     "bench_views",
     "bench_gradients",
+    "bench_hf_loss",
 )
 _SECTION = re.compile(r"<!-- ([\w.-]+):begin -->.*?<!-- \1:end -->", re.S)
 

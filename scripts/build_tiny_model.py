@@ -54,7 +54,11 @@ CHAT_TEMPLATE = (
     "{% if m['role'] not in ['system', 'user', 'assistant'] %}"
     "{{ raise_exception('sftviz-tiny chat roles are system, user and assistant, not ' + m['role']) }}"
     "{% endif %}"
-    "<|{{ m['role'] }}|>{{ m['content'] }}<|end|>"
+    "<|{{ m['role'] }}|>"
+    # An assistant turn (its text and its <|end|>) is a {% generation %} block: TRL's assistant_only_loss and
+    # return_assistant_tokens_mask then mark exactly the tokens sftviz trains. It renders the same text.
+    "{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] }}<|end|>{% endgeneration %}"
+    "{% else %}{{ m['content'] }}<|end|>{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
@@ -435,7 +439,9 @@ def write_card(info: dict) -> None:
         "",
         f"`apply_chat_template({json.dumps(chat_ex)}, tokenize=False)` gives "
         f"`{tok.apply_chat_template(chat_ex, tokenize=False)}`; with `add_generation_prompt=True` the text "
-        "ends with `<|assistant|>`. Roles other than system/user/assistant raise an error.",
+        "ends with `<|assistant|>`. Roles other than system/user/assistant raise an error. Each assistant turn (its "
+        "text and its `<|end|>`) sits in a `{% generation %}` block, so `return_assistant_tokens_mask=True` (and TRL's "
+        "`assistant_only_loss=True`) mark exactly the tokens sftviz trains in a conversation.",
         "",
         "## Pretraining data",
         "",

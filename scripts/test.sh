@@ -11,13 +11,15 @@
 #      five notebooks with this CPU's own kernels, and the browser tests in JupyterLab + Chromium;
 #   2. at the same time, strict nbval in the course environment (.venv-course, sftviz[course] as
 #      scripts/course.sh installs it, plus pytest and nbval) with PyTorch's portable kernels
-#      (ATEN_CPU_CAPABILITY=default), i.e. another CPU's float32 rounding.
+#      (ATEN_CPU_CAPABILITY=default), i.e. another CPU's float32 rounding; then the unit tests with the
+#      lowest transformers, TRL, ipywidgets and anywidget that pyproject.toml admits (.venv-lowest).
 # The first run installs (network needed); later runs with pyproject.toml unchanged install nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${SFTVIZ_VENV:-.venv}"
 PY="${PYTHON:-python3}"
 COURSE_VENV="${SFTVIZ_COURSE_VENV:-.venv-course}"
+LOWEST_VENV="${SFTVIZ_LOWEST_VENV:-.venv-lowest}"
 source scripts/_venv.sh
 sftviz_venv course test
 
@@ -62,9 +64,40 @@ course_job() {
   echo "[sftviz] strict nbval in $COURSE_VENV with ATEN_CPU_CAPABILITY=default"
   ATEN_CPU_CAPABILITY=default "$COURSE_VENV/bin/python" -m pytest -p no:cacheprovider notebooks "${NBVAL[@]}"
 }
+# After it, in the same background job: the lowest versions pyproject.toml admits. transformers, TRL,
+# ipywidgets and anywidget at their declared floors (with the same torch), in .venv-lowest, made afresh
+# when pyproject.toml changes; the unit tests and doctests there (not the notebooks, the browser or the
+# user-path tests, which the two environments above cover).
+lowest_job() {
+  set -e
+  local floors stamp
+  floors="$("$VENV/bin/python" scripts/floors.py transformers trl ipywidgets anywidget)"
+  stamp="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+  if ! grep -qxF "$stamp" "$LOWEST_VENV/.sftviz-lowest" 2>/dev/null; then
+    echo "[sftviz] installing sftviz with $floors into $LOWEST_VENV"
+    rm -rf "$LOWEST_VENV"
+    "$PY" -m venv "$LOWEST_VENV"
+    "$LOWEST_VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$LOWEST_VENV/bin/python" -m pip install --quiet "torch==$torch_version" "setuptools>=77"
+    # shellcheck disable=SC2086 # $floors is a list of requirements
+    "$LOWEST_VENV/bin/python" -m pip install --quiet --no-build-isolation -e . $floors \
+      "pytest>=8" "datasets>=3.0" "accelerate>=1.4" ipython_genutils
+    echo "$stamp" > "$LOWEST_VENV/.sftviz-lowest"
+  fi
+  echo "[sftviz] unit tests in $LOWEST_VENV: $("$LOWEST_VENV/bin/python" scripts/floors.py --installed transformers trl ipywidgets anywidget torch)"
+  "$LOWEST_VENV/bin/python" -m pytest -p no:cacheprovider -q tests sftviz -m "not browser" \
+    --ignore=tests/browser --ignore=tests/test_user_paths.py
+}
 course_log="$(mktemp)"
-echo "[sftviz] background: set up $COURSE_VENV, then strict nbval there with portable kernels (log: $course_log)"
-course_job > "$course_log" 2>&1 &
+echo "[sftviz] background: set up $COURSE_VENV, then strict nbval there with portable kernels; then the lowest versions in $LOWEST_VENV (log: $course_log)"
+background_jobs() {
+  set +e  # run both; each stops at its own first failure (set -e inside its subshell)
+  (set -e; course_job); local course=$?
+  (set -e; lowest_job); local lowest=$?
+  echo "[sftviz] course environment exit $course, lowest versions exit $lowest"
+  [ "$course" -eq 0 ] && [ "$lowest" -eq 0 ]
+}
+background_jobs > "$course_log" 2>&1 &
 course_pid=$!
 
 echo "[sftviz] ruff: lint and format (settings in pyproject.toml)"
@@ -78,9 +111,9 @@ SFTVIZ_COURSE_VENV="$COURSE_VENV" SFTVIZ_IPYWIDGETS7="$IPYW7" \
 
 course_status=0
 wait "$course_pid" || course_status=$?
-echo "[sftviz] course environment (.venv-course), portable kernels (ATEN_CPU_CAPABILITY=default):"
+echo "[sftviz] course environment (.venv-course), portable kernels (ATEN_CPU_CAPABILITY=default), then the lowest versions (.venv-lowest):"
 cat "$course_log"; rm -f "$course_log"
 if [ "$status" -ne 0 ] || [ "$course_status" -ne 0 ]; then
-  echo "[sftviz] FAILED: test environment exit $status, course environment exit $course_status"
+  echo "[sftviz] FAILED: test environment exit $status, course and lowest-versions environments exit $course_status"
   exit 1
 fi

@@ -1,16 +1,24 @@
-"""Batching examples: padding by length, never by token id."""
+"""Batching examples: padding by length, never by token id; the same labels in sftviz and in HF Trainer.
+
+:class:`SFTCollator` is the one collator of the lab and of Hugging Face ``Trainer``. It turns rows,
+Examples or tokenized rows into a padded batch whose ``labels`` follow its masking; for a prompt-loss
+weight it adds the per-token ``loss_weights`` that only a weight-aware loss reads
+(:class:`sftviz.hf.SFTLossTrainer`, or :func:`sftviz.sft_loss` in a loop of your own).
+"""
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
+from .checks import check_bool, check_int
 from .data import IGNORE_INDEX, Example, check_masking, to_example
 
-_REQUIRED = ("input_ids",)
+#: Modules whose training loops call a data collator and compute their own loss from ``labels`` only.
+FOREIGN_TRAINERS = ("transformers.", "trl.", "accelerate.")
 
 
 class SFTCollator:
@@ -22,19 +30,28 @@ class SFTCollator:
         prompt_loss_weight: shorthand for ``masking=<weight>``; overrides ``masking`` when given.
         max_length: passed to :func:`build_example` for raw rows.
         pad_to_multiple_of: round the padded length up (useful on GPUs).
-        return_extras: also return ``completion_mask``, ``prompt_mask`` and ``loss_weights``
-            (default True; GPT-2-style models ignore unknown keys; turn it off for models that reject them).
+        return_extras: also return ``completion_mask``, ``prompt_mask`` and ``loss_weights`` (for
+            looking at a batch). Off by default: a batch then holds only what a model's ``forward``
+            accepts, plus ``loss_weights`` when they carry a prompt-loss weight.
 
     Each feature may be an :class:`~sftviz.data.Example`, a raw row (``{"prompt", "completion"}`` or
-    ``{"messages"}``), or a dict of token lists with at least ``input_ids`` and ``completion_mask``.
-    An Example whose labels were edited by hand (``set_trained``, e.g. in TokenView: ``masking ==
-    "custom"``) keeps its labels and weights, as in ``sv.finetune``; other Examples get this collator's
-    masking.
+    ``{"messages"}``), or a tokenized row: ``input_ids`` with ``labels``, ``completion_mask`` or
+    ``assistant_masks`` (as TRL and :meth:`tokenize` make them). An Example whose labels were edited by
+    hand (``set_trained``, e.g. in TokenView: ``masking == "custom"``) keeps its labels and weights, as
+    in ``sv.finetune``; everything else gets this collator's masking.
 
-    The batch holds ``input_ids`` (padded with the pad id), ``attention_mask``, ``labels`` (padded with
-    -100 *by length*, so an EOS with the pad's id at the end of a completion stays trained), and the
-    extras, all aligned with ``input_ids`` and not shifted. ``loss_weights`` is 0 wherever the label is
-    -100; for a prompt-loss weight ``w`` it is ``w`` on prompt targets and 1 on completion targets.
+    The batch holds ``input_ids`` (padded with the pad id), ``attention_mask`` and ``labels`` (padded
+    with -100 *by length*, so an EOS with the pad's id at the end of a completion stays trained), all
+    aligned with ``input_ids`` and not shifted. With a prompt-loss weight ``w`` the labels mark every
+    target and ``loss_weights`` holds ``w`` on prompt targets and 1 on completion targets; a loss that
+    ignores it would train the full sequence, so inside a Hugging Face or TRL trainer other than
+    :class:`sftviz.hf.SFTLossTrainer` such a batch is refused with an error that says what to use instead.
+
+    Example:
+        >>> collate = sv.SFTCollator(tok)
+        >>> batch = collate([{"prompt": "Q: Hi?\\nA:", "completion": " Hello."}])
+        >>> sorted(batch)
+        ['attention_mask', 'input_ids', 'labels']
     """
 
     def __init__(
@@ -45,7 +62,7 @@ class SFTCollator:
         *,
         max_length: int | None = None,
         pad_to_multiple_of: int | None = None,
-        return_extras: bool = True,
+        return_extras: bool = False,
     ) -> None:
         if tok is None or not hasattr(tok, "pad_token_id"):
             raise TypeError("SFTCollator needs a Hugging Face tokenizer as its first argument.")
@@ -59,31 +76,87 @@ class SFTCollator:
                 raise ValueError("prompt_loss_weight cannot be combined with masking='prompt'.")
             masking = prompt_loss_weight
         self.masking = check_masking(masking)
-        if pad_to_multiple_of is not None and (
-            isinstance(pad_to_multiple_of, bool)
-            or not isinstance(pad_to_multiple_of, numbers.Integral)
-            or pad_to_multiple_of < 1
-        ):
-            raise ValueError("pad_to_multiple_of must be a positive integer or None.")
         self.tok = tok
-        self.max_length = max_length
-        self.pad_to_multiple_of = pad_to_multiple_of
-        self.return_extras = bool(return_extras)
+        self.max_length = check_int(max_length, "max_length", 2, allow_none=True)
+        self.pad_to_multiple_of = check_int(pad_to_multiple_of, "pad_to_multiple_of", 1, allow_none=True)
+        self.return_extras = check_bool(return_extras, "return_extras")
+        #: Set by :class:`sftviz.hf.SFTLossTrainer`: its loss reads ``loss_weights``.
+        self.loss_reads_weights = False
 
     def __repr__(self) -> str:
         return f"SFTCollator(masking={self.masking!r}, pad_id={self.tok.pad_token_id})"
 
     def example(self, feature: object, index: int = 0) -> Example:
         """Turn one feature into an :class:`Example` under this collator's masking (see :func:`to_example`)."""
+        if isinstance(feature, Mapping) and not feature:
+            raise ValueError(
+                f"Feature {index} is an empty dict: a Trainer with remove_unused_columns=True (the default) "
+                "removed its columns (prompt/completion or messages) before the collator saw them. Tokenize "
+                "the rows first, train_dataset = collate.tokenize(rows), or use sftviz.hf.SFTLossTrainer, which "
+                "does that for you."
+            )
         return to_example(self.tok, feature, masking=self.masking, where=f"Feature {index}", max_length=self.max_length)
 
     def __call__(self, features: list) -> dict[str, torch.Tensor]:
         if not isinstance(features, (list, tuple)) or not features:
             raise ValueError("SFTCollator needs a non-empty list of features.")
         examples = [self.example(f, i) for i, f in enumerate(features)]
-        return collate_examples(
-            examples, self.tok.pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of, extras=self.return_extras
-        )
+        batch = collate_examples(examples, self.tok.pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of)
+        weights = batch.pop("loss_weights")
+        informative = bool(((weights != 0) & (weights != 1)).any())  # not just a copy of labels != -100
+        if informative and not self.loss_reads_weights and _called_by_foreign_trainer():
+            raise ValueError(
+                f"SFTCollator(masking={self.masking!r}) gives prompt targets a weight in loss_weights, and this "
+                "trainer computes its loss from the labels alone: it would silently train the full sequence. "
+                "Use sftviz.hf.SFTLossTrainer (a transformers.Trainer whose loss reads the weights), or "
+                "masking='completion' / 'full'."
+            )
+        if self.return_extras or informative:
+            batch["loss_weights"] = weights
+        if not self.return_extras:
+            del batch["completion_mask"], batch["prompt_mask"]
+        return batch
+
+    def tokenize(self, rows: Any) -> Any:
+        """Tokenize rows once, into ``{"input_ids", "labels"}`` rows that any Trainer keeps.
+
+        ``labels`` mark each row's completion targets (-100 elsewhere): the form TRL uses too. This
+        collator reads the completion from them and applies its masking, so the tokenized rows serve
+        every masking. They survive ``TrainingArguments(remove_unused_columns=True)``, the default,
+        which drops raw ``prompt``/``completion`` columns before the collator sees them.
+
+        Args:
+            rows: a list of rows (or Examples), or a ``datasets.Dataset`` (mapped, with its other
+                columns removed).
+
+        Returns:
+            The same kind of object: a list of dicts, or a ``datasets.Dataset``.
+        """
+        if hasattr(rows, "map") and hasattr(rows, "column_names"):  # a datasets.Dataset
+            return rows.map(self.tokenize_row, remove_columns=list(rows.column_names), desc="sftviz: tokenize")
+        if isinstance(rows, (str, bytes, dict)) or not isinstance(rows, Sequence):
+            raise TypeError(
+                f"rows must be a list of rows or a datasets.Dataset; got {type(rows).__name__}. "
+                "Load rows with sv.load_dataset('support')."
+            )
+        return [self.tokenize_row(row, i) for i, row in enumerate(rows)]
+
+    def tokenize_row(self, row: object, index: int = 0) -> dict[str, list[int]]:
+        """One row as ``{"input_ids", "labels"}`` with completion-only labels (see :meth:`tokenize`)."""
+        ex = to_example(self.tok, row, masking="completion", where=f"rows[{index}]", max_length=self.max_length)
+        return {"input_ids": list(ex.input_ids), "labels": list(ex.labels)}
+
+
+def _called_by_foreign_trainer(depth: int = 40) -> bool:
+    """Whether a Hugging Face, TRL or accelerate training loop is calling the collator (up the stack)."""
+    frame = sys._getframe(2)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if str(frame.f_globals.get("__name__", "")).startswith(FOREIGN_TRAINERS):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def collate_examples(

@@ -27,7 +27,9 @@ The rules, in one place:
 from __future__ import annotations
 
 import numbers
+import operator
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -479,12 +481,17 @@ def to_example(
       rebuilt for ``masking`` (:meth:`Example.for_masking`);
     * a TRL-style row: ``{"prompt", "completion"}`` or ``{"messages"}``, built with
       :func:`build_example` (``build_kwargs`` such as ``max_length`` go there; ``warn=False``);
-    * tokenized lists: ``{"input_ids", "completion_mask"}`` (1 on completion targets).
+    * tokenized rows, as TRL and :meth:`sftviz.SFTCollator.tokenize` make them: ``input_ids`` with one of
+      ``completion_mask`` (1 on completion tokens), ``assistant_masks`` (1 on assistant tokens) or
+      ``labels`` (-100 where not a completion target), in that order of preference. The row's own
+      masking is read from them, and ``masking`` is applied to it.
 
     Errors name the item with ``where`` (e.g. ``"data[3]"``).
     """
     if isinstance(item, Example):
         return item if masking is None else item.for_masking(masking)
+    if isinstance(item, Mapping) and not isinstance(item, dict):  # e.g. a datasets row
+        item = dict(item)
     if not isinstance(item, dict):
         raise TypeError(
             f"{where} is a {type(item).__name__}; expected an sftviz Example or a dict row "
@@ -498,21 +505,41 @@ def to_example(
             return build_example(
                 tok, prompt=item["prompt"], completion=item["completion"], masking=masking, warn=False, **build_kwargs
             )
-        if "input_ids" in item and "completion_mask" in item:
+        if "input_ids" in item and any(key in item for key in TOKEN_MASKS):
             return _from_token_lists(item, masking)
     except (ValueError, TypeError) as err:
         raise type(err)(f"{where}: {err}") from err
     raise ValueError(
         f"{where} has keys {sorted(item)}; expected 'prompt' and 'completion' strings, 'messages', "
-        "or 'input_ids' with 'completion_mask'."
+        f"or 'input_ids' with one of {', '.join(repr(k) for k in TOKEN_MASKS)}."
     )
 
 
+#: Keys of tokenized rows that say which tokens are the completion, in order of preference.
+TOKEN_MASKS = ("completion_mask", "assistant_masks", "labels")
+
+
+def _token_id(v: object) -> int:
+    try:
+        i = operator.index(v)  # ints, numpy integers, 0-d integer tensors
+    except TypeError:
+        i = -1
+    if isinstance(v, bool) or i < 0:
+        raise ValueError(f"input_ids must be non-negative integer token ids; found {v!r}.")
+    return i
+
+
 def _from_token_lists(item: dict, masking: str | float) -> Example:
-    ids = [int(v) for v in item["input_ids"]]
-    cmask = [int(v) for v in item["completion_mask"]]
-    if len(cmask) != len(ids):
-        raise ValueError(f"completion_mask has {len(cmask)} entries for {len(ids)} input_ids.")
+    ids = [_token_id(v) for v in item["input_ids"]]
+    key = next(k for k in TOKEN_MASKS if k in item)
+    values = [int(v) for v in item[key]]
+    if len(values) != len(ids):
+        raise ValueError(f"{key} has {len(values)} entries for {len(ids)} input_ids.")
+    # labels mark completion targets with their token id and everything else with -100.
+    cmask = [int(v != IGNORE_INDEX) for v in values] if key == "labels" else [int(bool(v)) for v in values]
+    cmask = [int(t > 0 and c) for t, c in enumerate(cmask)]  # position 0 is never a target
+    if not any(cmask):
+        raise ValueError(f"its {key} marks no completion token after the first position, so nothing would be trained.")
     pmask = [int(t > 0 and not cmask[t]) for t in range(len(ids))]
     blank = [""] * len(ids)
     example = Example(ids, [IGNORE_INDEX] * len(ids), cmask, pmask, list(blank), list(blank), [0.0] * len(ids))

@@ -13,7 +13,7 @@ ROWS = [
 
 def test_pads_by_length_and_keeps_eos_trained(gpt2_tok_padded):
     tok = gpt2_tok_padded
-    b = sv.SFTCollator(tok)(ROWS)
+    b = sv.SFTCollator(tok, return_extras=True)(ROWS)
     exs = [sv.build_example(tok, **r) for r in ROWS]
     short = min(range(2), key=lambda i: len(exs[i]))
     k = len(exs[short])
@@ -38,7 +38,7 @@ def test_accepts_examples_rows_and_token_dicts(gpt2_tok_padded):
 
 
 def test_prompt_loss_weight(gpt2_tok_padded):
-    b = sv.SFTCollator(gpt2_tok_padded, prompt_loss_weight=0.1)(ROWS)
+    b = sv.SFTCollator(gpt2_tok_padded, prompt_loss_weight=0.1, return_extras=True)(ROWS)
     assert b["loss_weights"][b["prompt_mask"].bool()].tolist() == pytest.approx([0.1] * int(b["prompt_mask"].sum()))
     assert set(b["loss_weights"][b["completion_mask"].bool()].tolist()) == {1.0}
 
@@ -114,7 +114,7 @@ def test_edited_labels_are_kept(gpt2_tok_padded):
     p = ex.segments.index("prompt") + 1
     ex.set_trained(p, True)
     for masking in ("completion", "full", 0.1):
-        b = sv.SFTCollator(gpt2_tok_padded, masking=masking)([ex])
+        b = sv.SFTCollator(gpt2_tok_padded, masking=masking, return_extras=True)([ex])
         assert b["labels"][0].tolist() == ex.labels and b["loss_weights"][0].tolist() == ex.weights
     plain = sv.build_example(gpt2_tok_padded, prompt="Paris is the capital of", completion=" France.")
     b = sv.SFTCollator(gpt2_tok_padded, masking="full")([plain])  # an unedited one gets the collator's masking

@@ -95,7 +95,7 @@ def test_targets_option(gpt2_tok, tiny_model, grads):
 def _plain_backward(model, tok, ex, masking="completion"):
     """Gradient norms per group, and the loss, of sv.sft_loss on the example's own labels and weights."""
     model = copy.deepcopy(model)
-    b = sv.SFTCollator(tok, masking=masking)([ex])  # a "custom" example keeps its edited labels
+    b = sv.SFTCollator(tok, masking=masking, return_extras=True)([ex])  # a "custom" example keeps its edited labels
     loss = sv.sft_loss(model(input_ids=b["input_ids"]).logits, b["labels"], b["loss_weights"])
     loss.backward()
     return float(loss.detach()), group_norms(model, ((n, p.grad) for n, p in model.named_parameters()))

@@ -16,7 +16,7 @@ ROWS = [
 
 
 def batch(tok, masking="completion"):
-    return sv.SFTCollator(tok, masking=masking)(ROWS)
+    return sv.SFTCollator(tok, masking=masking, return_extras=True)(ROWS)
 
 
 @pytest.mark.parametrize("masking", ["completion", "full"])

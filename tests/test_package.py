@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -219,3 +220,30 @@ def test_dataset_name_errors(tmp_path):
     empty.write_text("\n")
     with pytest.raises(ValueError, match="holds no rows"):
         sv.load_dataset(str(empty))
+
+
+# Import names of the distributions sftviz declares (where they differ from the distribution's name).
+IMPORT_NAMES = {"pyyaml": "yaml"}
+
+
+def test_declared_dependencies_are_the_imported_ones():
+    """Every third-party module sftviz imports is declared, and every declared dependency is imported."""
+    import ast
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~ \[;]", d)[0].lower() for d in project["dependencies"]}
+    declared = {IMPORT_NAMES.get(d, d) for d in declared}
+    imported = set()
+    for path in (root / "sftviz").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "sftviz"}
+    assert third_party - declared == set(), "imported but not declared"
+    assert declared - third_party == set(), "declared but never imported"

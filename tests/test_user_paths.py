@@ -192,6 +192,8 @@ def test_every_notebook_carries_the_repository_address_from_pyproject():
     readme = (ROOT / "README.md").read_text()
     assert f"colab.research.google.com/github/{owner_name}/blob/main/notebooks/" in readme
     assert f"mybinder.org/v2/gh/{owner_name}/" in readme
+    assert f'pip install "sftviz[course] @ git+{repo}"' in readme  # the install form that works today
+    assert f'pip install "sftviz[hf] @ git+{repo}"' in readme
 
 
 # -- ipywidgets 7 ------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ assert abs(completion_sum + rep.conditional) < 1e-3
 
 # %%
 for w in (0.0, 0.01, 0.1, 0.5, 1.0):
-    b = sv.SFTCollator(tok, prompt_loss_weight=w)([ex])
+    b = sv.SFTCollator(tok, prompt_loss_weight=w, return_extras=True)([ex])
     print(f"w = {w:<5} loss = {float(sv.sft_loss(logits, b['labels'], b['loss_weights'])):.4f}")
 
 # %% [markdown]

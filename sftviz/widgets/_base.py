@@ -88,7 +88,8 @@ class SftvizWidget(anywidget.AnyWidget):
         raise NotImplementedError
 
     def _repr_mimebundle_(self, **kwargs: object) -> tuple[dict, dict]:
-        return with_static_view(self, super()._repr_mimebundle_(**kwargs))
+        parent = getattr(super(), "_repr_mimebundle_", None)  # absent with ipywidgets 7 and anywidget 0.9
+        return with_static_view(self, parent(**kwargs) if parent is not None else None)
 
     def report_error(self, err: BaseException) -> None:
         """Show an exception in the widget (and keep the traceback for whoever looks)."""
