@@ -3,24 +3,31 @@
 A conversation is rendered with the tokenizer's chat template into one token sequence. Three steps
 turn it into an :class:`~sftviz.data.Example`, each a function of its own:
 
-1. **Spans** (:func:`find_turns`): the tokens of each message are found by rendering prefixes of the
-   conversation and comparing token ids, never by searching the text. The template must be
-   *prefix-stable* (a shorter conversation renders to a prefix of a longer one).
+1. **Spans** (:func:`find_turns`): where each message sits, found by rendering the template and
+   comparing, never by searching the text for role names. The template must be *prefix-stable* (a
+   shorter conversation renders to a prefix of a longer one). Most templates render each message on its
+   own (a header, the content, a footer): then one rendering of each message and one tokenization of the
+   whole conversation suffice, and building an example takes time linear in its length. Other templates
+   are handled by rendering every prefix of the conversation (quadratic, exact).
 2. **Labels** (:func:`label_turns`): every token gets a segment ("system", "user", "assistant",
    "end_of_turn" or "template" for role markers and control text), and the assistant turns being
    trained (all, or the last) are the "completion".
 3. **Truncation** (:func:`truncate_left`): a conversation longer than ``max_length`` loses whole tokens
    from the left, after the BOS, and never from a trained turn.
+
+Message contents are user text: control-token text in them (``"<|end|>"``) is tokenized as characters,
+never as the control token, unless ``parse_special_tokens=True``.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from dataclasses import dataclass
 from typing import Any
 
 from .checks import check_text
-from .data import Example, assemble_example, bos_id, encode
+from .data import Example, assemble_example, bos_id, has_special_text
 
 #: The roles a message may have. A new role also needs a display entry in ``sftviz.views.vocab``.
 CHAT_ROLES = ("system", "user", "assistant")
@@ -51,20 +58,59 @@ def check_messages(messages: object) -> list[dict]:
             raise ValueError(f"Two {a} messages in a row: user and assistant turns must alternate.")
     if "assistant" not in body:
         raise ValueError("The conversation has no assistant message, so there is nothing to train.")
-    return [dict(m) for m in messages]
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def render_ids(tok: Any, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    """Token ids of ``messages`` rendered with the tokenizer's chat template."""
-    text = tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
-    return encode(tok, text)
+def template_text(tok: Any, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    """``messages`` rendered by the tokenizer's chat template, as text."""
+    return tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
+# --------------------------------------------------------------------------------------------
+# Tokens of a rendered conversation, with where each one starts in the text
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tokens:
+    """Token ids of a rendered conversation and each token's character span in the text."""
+
+    ids: list[int]
+    starts: list[int]
+    ends: list[int]
+
+    def at(self, char: int, what: str) -> int:
+        """The index of the token that starts at ``char`` (a turn boundary must fall between tokens)."""
+        j = bisect.bisect_left(self.starts, char)
+        if j < len(self.starts) and self.starts[j] == char:
+            return j
+        if j == len(self.starts) and (not self.ends or self.ends[-1] <= char):
+            return j
+        raise ValueError(f"{NOT_PREFIX_STABLE} (A token runs across the {what}.)")
+
+    def first_from(self, char: int) -> int:
+        """The index of the first token that starts at or after ``char``."""
+        return bisect.bisect_left(self.starts, char)
+
+
+def tokenize_rendered(tok: Any, text: str, contents: list[tuple[int, int]], parse_special: bool) -> Tokens:
+    """Tokenize a rendered conversation: the template's text with control tokens recognised, and each
+    message's content (``contents``: character spans) as plain text unless ``parse_special``."""
+    spans = [] if parse_special else [(a, b) for a, b in contents if has_special_text(tok, text[a:b])]
+    pieces, pos = [], 0
+    for a, b in spans:
+        pieces += [(pos, a, False), (a, b, True)]
+        pos = b
+    pieces.append((pos, len(text), False))
+    ids, starts, ends = [], [], []
+    for a, b, split in pieces:
+        if a == b:
+            continue
+        enc = tok(text[a:b], add_special_tokens=False, split_special_tokens=split, return_offsets_mapping=True)
+        ids += list(enc["input_ids"])
+        starts += [a + s for s, _ in enc["offset_mapping"]]
+        ends += [a + e for _, e in enc["offset_mapping"]]
+    return Tokens(ids, starts, ends)
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,34 +143,116 @@ NOT_PREFIX_STABLE = (
 )
 
 
-def find_turns(tok: Any, messages: list[dict], full: list[int]) -> list[Turn]:
-    """The :class:`Turn` of every message of ``messages``, whose full rendering is ``full``."""
+@dataclass(frozen=True)
+class Layout:
+    """A rendered conversation in characters: the text, where each message starts and ends (``bounds``,
+    one more than the messages), where each assistant's generated text starts, and each content span."""
+
+    text: str
+    bounds: list[int]
+    generated: dict[int, int]
+    contents: list[tuple[int, int]]
+
+
+def find_turns(tok: Any, messages: list[dict], parse_special: bool = False) -> tuple[list[int], list[Turn]]:
+    """The token ids of the whole conversation and the :class:`Turn` of every message."""
+    layout = local_layout(tok, messages) or prefix_layout(tok, messages)
+    tokens = tokenize_rendered(tok, layout.text, layout.contents, parse_special)
     special = set(tok.all_special_ids)
-    turns, prev_end = [], 0
+    turns = []
     for i, m in enumerate(messages):
-        # The ids up to and including message i must extend the ids up to message i - 1.
-        upto = render_ids(tok, messages[: i + 1])
+        start = tokens.at(layout.bounds[i], f"start of message {i}")
+        end = tokens.at(layout.bounds[i + 1], f"end of message {i}")
         if m["role"] == "assistant":
-            head = render_ids(tok, messages[:i], add_generation_prompt=True)
-        else:
-            head = render_ids(tok, messages[:i]) if i else []
-        if full[: len(upto)] != upto or upto[: len(head)] != head:
-            raise ValueError(NOT_PREFIX_STABLE)
-        start, end = max(len(head), prev_end), len(upto)
-        if m["role"] == "assistant":
-            # Template text after the turn's end-of-turn token (ChatML's newline after <|im_end|>) is
-            # never generated: generation stops at the end-of-turn token. It is not the turn's body.
-            specials = [t for t in range(start + 1, end) if full[t] in special]
+            # Generation starts after the generation prompt and stops at the turn's end-of-turn token:
+            # template text after it (ChatML's newline after <|im_end|>) is never generated.
+            start = tokens.at(layout.generated[i], f"generation prompt of message {i}")
+            specials = [t for t in range(start + 1, end) if tokens.ids[t] in special]
             body = (start, specials[-1] + 1 if specials else end)
-        else:
-            # The turn's own header and footer (role names, newlines) are the tokens it shares with the
-            # same turn rendered with empty content; only display labels depend on this, not the mask.
-            empty = render_ids(tok, [*messages[:i], {**m, "content": ""}])
-            lo = max(start, _common_prefix(empty, upto))
-            body = (lo, end - _common_prefix(empty[lo:][::-1], upto[lo:][::-1]))
+        else:  # the content, without the role's header and footer (display only, not the mask)
+            a, b = layout.contents[i]
+            body = (max(start, tokens.first_from(a)), min(end, tokens.first_from(b)))
         turns.append(Turn(i, m["role"], start, end, body))
-        prev_end = end
-    return turns
+    return tokens.ids, turns
+
+
+def local_layout(tok: Any, messages: list[dict]) -> Layout | None:
+    """The layout when the template renders each message on its own (a header, the content, a footer):
+    each message's text is found from a window of it and the message before, so the work is linear in
+    the conversation's length; the pieces must add up to the whole rendering. None for other templates."""
+    try:
+        first = template_text(tok, messages[:1])
+        pieces, gen_prompts, empties = [], {}, []
+        for k, m in enumerate(messages):
+            if k == 0:
+                before, piece, empty = "", first, template_text(tok, [{**m, "content": ""}])
+            else:
+                before = template_text(tok, messages[k - 1 : k])
+                piece = _after(before, template_text(tok, messages[k - 1 : k + 1]))
+                empty = _after(before, template_text(tok, [messages[k - 1], {**m, "content": ""}]))
+            if m["role"] == "assistant":
+                prompt = template_text(tok, messages[max(0, k - 1) : k], add_generation_prompt=True) if k else None
+                gen_prompts[k] = _after(before, prompt) if prompt is not None else None
+            pieces.append(piece)
+            empties.append(empty)
+    except Exception:  # noqa: BLE001 -- a template that cannot render such windows: use the general way
+        return None
+    text = template_text(tok, messages)
+    if None in pieces or None in empties or "".join(pieces) != text:
+        return None
+    bounds, generated, contents = [0], {}, []
+    for k, (piece, empty) in enumerate(zip(pieces, empties)):
+        bounds.append(bounds[-1] + len(piece))
+        header, footer = _header_footer(piece, empty)
+        contents.append((bounds[k] + header, bounds[k + 1] - footer))
+        if k in gen_prompts:
+            gen = gen_prompts[k]
+            if gen is None or not piece.startswith(gen):
+                return None
+            generated[k] = bounds[k] + len(gen)
+    return Layout(text, bounds, generated, contents)
+
+
+def _after(before: str, text: str | None) -> str | None:
+    """``text`` without its prefix ``before`` (None when ``text`` does not start with it)."""
+    return text[len(before) :] if text is not None and text.startswith(before) else None
+
+
+def _header_footer(piece: str, empty: str) -> tuple[int, int]:
+    """Lengths of a message's header and footer: what its text shares with the same message rendered
+    with empty content, from the front and then from the back."""
+    header = _common_prefix(empty, piece)
+    footer = _common_prefix(empty[header:][::-1], piece[header:][::-1])
+    return header, footer
+
+
+def prefix_layout(tok: Any, messages: list[dict]) -> Layout:
+    """The layout of any prefix-stable template, by rendering every prefix of the conversation."""
+    text = template_text(tok, messages)
+    bounds, generated, contents = [0], {}, []
+    for i, m in enumerate(messages):
+        upto = template_text(tok, messages[: i + 1])
+        before = template_text(tok, messages[:i]) if i else ""
+        if not text.startswith(upto) or not upto.startswith(before):
+            raise ValueError(NOT_PREFIX_STABLE)
+        if m["role"] == "assistant":
+            head = template_text(tok, messages[:i], add_generation_prompt=True)
+            if not upto.startswith(head):
+                raise ValueError(NOT_PREFIX_STABLE)
+            generated[i] = max(len(head), len(before))
+        empty = template_text(tok, [*messages[:i], {**m, "content": ""}])
+        lo = max(len(before), _common_prefix(empty, upto))
+        hi = len(upto) - _common_prefix(empty[lo:][::-1], upto[lo:][::-1])
+        contents.append((lo, max(lo, hi)))
+        bounds.append(len(upto))
+    return Layout(text, bounds, generated, contents)
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,9 +261,10 @@ def find_turns(tok: Any, messages: list[dict], full: list[int]) -> list[Turn]:
 
 
 def label_turns(
-    full: list[int], turns: list[Turn], special: set[int], train_on: str = "all"
+    full: list[int], turns: list[Turn], special: set[int], train_on: str = "all", train_end: bool = True
 ) -> tuple[list[str], list[int]]:
-    """Segments of every token, and the completion mask (1 on the assistant turns being trained)."""
+    """Segments of every token, and the completion mask (1 on the assistant turns being trained; their
+    end-of-turn tokens too unless ``train_end`` is False)."""
     segs, cmask = ["template"] * len(full), [0] * len(full)
     last_assistant = max(t.index for t in turns if t.role == "assistant")
     for turn in turns:
@@ -146,7 +275,7 @@ def label_turns(
             if turn.role == "assistant":
                 if t < hi:
                     segs[t] = "end_of_turn" if is_special else "assistant"
-                    cmask[t] = int(trained)
+                    cmask[t] = int(trained and (train_end or not is_special))
             elif not is_special and lo <= t < hi:
                 segs[t] = turn.role
     return segs, cmask
@@ -197,19 +326,29 @@ def build_chat(
     add_bos: bool | str = "auto",
     max_length: int | None = None,
     train_on: str = "all",
+    add_eos: bool = True,
+    parse_special_tokens: bool = False,
 ) -> Example:
-    """The :class:`~sftviz.data.Example` of a conversation (``sv.build_example(tok, messages=...)``)."""
+    """The :class:`~sftviz.data.Example` of a conversation (``sv.build_example(tok, messages=...)``).
+
+    ``add_eos=False`` leaves the assistant turns' end-of-turn tokens untrained (the model then never
+    learns to end a turn: a bug to look at, not a setting to use).
+    """
     messages = check_messages(messages)
     if train_on not in TRAIN_ON:
         raise ValueError(f"train_on must be 'all' (every assistant turn) or 'last'; got {train_on!r}.")
+    if not isinstance(add_eos, bool) or not isinstance(parse_special_tokens, bool):
+        raise TypeError("add_eos and parse_special_tokens must be True or False.")
     if getattr(tok, "chat_template", None) is None:
         raise ValueError(
             "This tokenizer has no chat template, so messages cannot be rendered. Use prompt=/completion=, "
             "or set tok.chat_template."
         )
-    full = render_ids(tok, messages)
-    segs, cmask = label_turns(full, find_turns(tok, messages, full), set(tok.all_special_ids), train_on)
+    full, turns = find_turns(tok, messages, parse_special_tokens)
+    segs, cmask = label_turns(full, turns, set(tok.all_special_ids), train_on, train_end=add_eos)
     notes: list[str] = []
+    if not add_eos:
+        notes.append("add_eos=False: the end-of-turn tokens are not trained, so the model never learns to stop.")
     bos = bos_id(tok, add_bos)
     full, segs, cmask = prepend_bos(full, segs, cmask, bos)
     if bos is None:

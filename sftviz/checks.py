@@ -11,15 +11,20 @@ import math
 import numbers
 from typing import Any
 
+#: The largest integer a setting may take: torch seeds and counters are 64-bit.
+MAX_INT = 2**63 - 1
 
-def check_int(value: Any, name: str, minimum: int, *, allow_none: bool = False) -> int | None:
-    """``value`` as an ``int`` of at least ``minimum`` (None passes when ``allow_none``)."""
+
+def check_int(value: Any, name: str, minimum: int, *, allow_none: bool = False, maximum: int = MAX_INT) -> int | None:
+    """``value`` as an ``int`` between ``minimum`` and ``maximum`` (None passes when ``allow_none``)."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} ({value!r}).")
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}; got {value}.")
+    if value > maximum:
+        raise ValueError(f"{name} must be at most {maximum:,}; got {value:,}.")
     return int(value)
 
 
@@ -66,6 +71,13 @@ def check_text(value: Any, name: str) -> str:
         raise TypeError(f'{name} is None; pass a string (an empty string "" is allowed for the prompt).')
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, got {type(value).__name__}: {value!r:.60}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{name} holds {value[err.start : err.end]!r} at position {err.start}: a lone surrogate, not valid "
+            "Unicode text (it can come from decoding bytes with errors='surrogateescape'). Remove or replace it."
+        ) from None
     return value
 
 

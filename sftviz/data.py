@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .checks import check_text, check_tokenizer
+from .checks import check_bool, check_text, check_tokenizer
 from .masking import CUSTOM, IGNORE_INDEX, check_masking, labels_and_weights
 
 __all__ = [
@@ -56,11 +56,21 @@ class BoundaryMergeWarning(UserWarning):
 # --------------------------------------------------------------------------------------------
 
 
-def encode(tok: Any, text: str) -> list[int]:
-    """Token ids of ``text`` with no special tokens added by the tokenizer."""
+def encode(tok: Any, text: str, *, split_special: bool = True) -> list[int]:
+    """Token ids of ``text`` with no special tokens added by the tokenizer.
+
+    With ``split_special=True`` (for user text) control-token text such as ``<|eos|>`` in ``text`` is
+    tokenized as the characters it is made of, never as the control token: a prompt or an answer that
+    mentions ``<|end|>`` must not end a turn. ``split_special=False`` is for text a chat template made.
+    """
     if text == "":
         return []
-    return list(tok(text, add_special_tokens=False)["input_ids"])
+    return list(tok(text, add_special_tokens=False, split_special_tokens=split_special)["input_ids"])
+
+
+def has_special_text(tok: Any, text: str) -> bool:
+    """Whether ``text`` contains the text of one of the tokenizer's special (control) tokens."""
+    return any(t and t in text for t in getattr(tok, "all_special_tokens", []) or [])
 
 
 def display_tokens(tok: Any, ids: list[int]) -> list[str]:
@@ -286,11 +296,11 @@ def assemble_example(
 
 
 def _boundary_note(
-    tok: Any, prompt: str, completion: str, prompt_ids: list[int], completion_ids: list[int]
+    tok: Any, prompt: str, completion: str, prompt_ids: list[int], completion_ids: list[int], split_special: bool
 ) -> BoundaryNote | None:
     if not prompt or not completion:
         return None
-    joined_ids = encode(tok, prompt + completion)
+    joined_ids = encode(tok, prompt + completion, split_special=split_special)
     separate_ids = prompt_ids + completion_ids
     if joined_ids == separate_ids:
         return None
@@ -349,7 +359,7 @@ def _truncate(
         f"The completion was cut to {keep} tokens to fit max_length={max_length}: the model will not learn "
         "where this answer ends.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=5,
     )
     notes.append(f"The completion was cut to {keep} of its {len(completion_ids) + n_eos} tokens (EOS dropped).")
     return prompt_ids[-1:], completion_ids[:keep], 0
@@ -374,6 +384,7 @@ def build_example(
     truncate_completion: bool = False,
     train_on: str = "all",
     warn: bool = True,
+    parse_special_tokens: bool = False,
 ) -> Example:
     """Build the training sequence [x, y] for one prompt/completion pair or one conversation.
 
@@ -391,6 +402,9 @@ def build_example(
             error unless ``truncate_completion=True``.
         train_on: chat only: "all" assistant turns (default) or only the "last" one.
         warn: issue a :class:`BoundaryMergeWarning` when tokens merge across the seam.
+        parse_special_tokens: read control-token text in the user's text (``"<|eos|>"`` in a completion,
+            ``"<|end|><|user|>"`` in a message) as the control tokens themselves. Off by default: user
+            text is text, tokenized as its characters, so it can never end a turn or fake a role.
 
     Returns:
         An :class:`Example` with ``input_ids``, ``labels`` (-100 where not trained, not shifted),
@@ -409,27 +423,43 @@ def build_example(
             raise ValueError("Pass either prompt and completion, or messages, not both.")
         from .chat import build_chat  # chat builds on this module's helpers
 
-        return build_chat(tok, messages, masking=masking, add_bos=add_bos, max_length=max_length, train_on=train_on)
+        return build_chat(
+            tok, messages, masking=masking, add_bos=add_bos, max_length=max_length, train_on=train_on,
+            add_eos=add_eos, parse_special_tokens=parse_special_tokens,
+        )  # fmt: skip
     if prompt is None and completion is None:
         raise TypeError("build_example needs prompt= and completion= strings, or messages=[...].")
     eos = _check_pair(tok, prompt, completion, add_eos)
-    bos = bos_id(tok, add_bos)
+    split = not check_bool(parse_special_tokens, "parse_special_tokens")
+    return _pair_example(tok, prompt, completion, eos, bos_id(tok, add_bos), masking, max_length,
+                         truncate_completion, warn, split)  # fmt: skip
 
-    # Tokenize the two parts separately: the segments are then exact by construction.
+
+def _pair_example(
+    tok: Any,
+    prompt: str,
+    completion: str,
+    eos: int | None,
+    bos: int | None,
+    masking: str | float,
+    max_length: int | None,
+    truncate_completion: bool,
+    warn: bool,
+    split: bool,
+) -> Example:
+    """[BOS] + prompt + completion + [EOS]: the two parts tokenized separately, so segments are exact."""
     notes: list[str] = []
-    prompt_ids = encode(tok, prompt)
-    completion_ids = encode(tok, completion)
-    boundary = _boundary_note(tok, prompt, completion, prompt_ids, completion_ids)
+    prompt_ids = encode(tok, prompt, split_special=split)
+    completion_ids = encode(tok, completion, split_special=split)
+    boundary = _boundary_note(tok, prompt, completion, prompt_ids, completion_ids, split)
     if boundary is not None and warn:
-        warnings.warn(boundary.message, BoundaryMergeWarning, stacklevel=2)
+        warnings.warn(boundary.message, BoundaryMergeWarning, stacklevel=4)
     n_front = 1 if bos is not None else 0
     prompt_ids, completion_ids, n_eos = _truncate(
-        prompt_ids, completion_ids, n_front, 1 if add_eos else 0, max_length, truncate_completion, notes
+        prompt_ids, completion_ids, n_front, 1 if eos is not None else 0, max_length, truncate_completion, notes
     )
     if bos is None:
         notes.append(NO_BOS_NOTE)
-
-    # [BOS] + prompt + completion + [EOS], with what each token is.
     front, back = ([bos] if bos is not None else []), ([eos] if n_eos else [])
     ids = front + prompt_ids + completion_ids + back
     segs = ["bos"] * len(front) + ["prompt"] * len(prompt_ids) + ["completion"] * len(completion_ids)
@@ -506,7 +536,13 @@ def to_example(
                 tok, prompt=item["prompt"], completion=item["completion"], masking=masking, warn=False, **build_kwargs
             )
         if "input_ids" in item and any(key in item for key in TOKEN_MASKS):
-            return _from_token_lists(item, masking)
+            example = _from_token_lists(item, masking)
+            if max(example.input_ids) >= len(tok):
+                raise ValueError(
+                    f"input_ids hold {max(example.input_ids)}, beyond this tokenizer's {len(tok)} tokens: the row "
+                    "was tokenized with another tokenizer."
+                )
+            return example
     except (ValueError, TypeError) as err:
         raise type(err)(f"{where}: {err}") from err
     raise ValueError(

@@ -12,7 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from .chat import CHAT_ROLES
+from .chat import check_messages
+from .checks import check_text
 
 DATA_DIR = Path(__file__).resolve().parent / "assets" / "data"
 BUNDLED_DATASETS = {
@@ -22,33 +23,24 @@ BUNDLED_DATASETS = {
 SPLITS = ("train", "eval")
 
 
-def _problem(row, where: str):
+def _problem(row: object, where: str) -> str | None:
     """Return None when ``row`` is a valid TRL row, else a sentence saying what is wrong."""
     if not isinstance(row, dict):
         return f"{where}: expected a JSON object, got {type(row).__name__}."
-    if "messages" in row:
-        msgs = row["messages"]
-        if not isinstance(msgs, list) or not msgs:
-            return f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}} objects."
-        for j, m in enumerate(msgs):
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                return f"{where}: message {j} must be an object with 'role' and 'content'."
-            if m["role"] not in CHAT_ROLES:
-                return f"{where}: message {j} has role {m['role']!r}; use one of {', '.join(CHAT_ROLES)}."
-            if not isinstance(m["content"], str):
-                return f"{where}: message {j} has content of type {type(m['content']).__name__}; it must be a string."
-        if not any(m["role"] == "assistant" for m in msgs):
-            return f"{where}: the conversation has no assistant message, so there is nothing to train on."
-        return None
-    missing = [k for k in ("prompt", "completion") if k not in row]
-    if missing:
-        return (
-            f"{where}: missing {', '.join(repr(k) for k in missing)}. Each row needs either "
-            "'prompt' and 'completion' strings, or a 'messages' list."
-        )
-    for k in ("prompt", "completion"):
-        if not isinstance(row[k], str):
-            return f"{where}: {k!r} must be a string, got {type(row[k]).__name__}."
+    try:
+        if "messages" in row:
+            check_messages(row["messages"])  # roles, order, text: the rules build_example applies
+            return None
+        missing = [k for k in ("prompt", "completion") if k not in row]
+        if missing:
+            return (
+                f"{where}: missing {', '.join(repr(k) for k in missing)}. Each row needs either "
+                "'prompt' and 'completion' strings, or a 'messages' list."
+            )
+        for k in ("prompt", "completion"):
+            check_text(row[k], repr(k))
+    except (TypeError, ValueError) as err:
+        return f"{where}: {err}"
     return None
 
 
@@ -65,8 +57,17 @@ def validate_rows(rows: object, source: str = "data") -> list[dict]:
 
 def _read_jsonl(path: Path) -> list:
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (Windows editors)
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path}, line {lineno}: not UTF-8 text (byte {raw[err.start]:#04x} at column {err.start + 1}). "
+                    "Save the file as UTF-8."
+                ) from None
             if not line.strip():
                 continue
             try:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .checks import check_model
+from .checks import check_model, max_positions
 from .data import IGNORE_INDEX, Example
 from .loss import token_nll, weighted_mean
 from .masking import loss_name
@@ -197,6 +197,7 @@ def token_gradients(model: Any, tok: Any, example: Example, *, targets: str = "a
         raise ValueError(
             "The example has fewer than 2 tokens, so nothing is predicted; give it a prompt and a completion."
         )
+    _check_fits(model, example)
     n = len(example)
     # The example's own objective: the weight of each target (0 where the label is -100; never position 0).
     weights = [0.0] + [
@@ -234,6 +235,19 @@ def token_gradients(model: Any, tok: Any, example: Example, *, targets: str = "a
         example=example,
         masked_name=masked_name(example),
     )
+
+
+def _check_fits(model: Any, example: Example) -> None:
+    """The example fits the model: no longer than its context, no token id beyond its vocabulary."""
+    limit = max_positions(model)
+    if limit is not None and len(example) > limit:
+        raise ValueError(f"The example has {len(example)} tokens but the model reads at most {limit}; shorten it.")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is not None and max(example.input_ids) >= vocab:
+        raise ValueError(
+            f"The example has token id {max(example.input_ids)} but the model's vocabulary has {vocab} entries: "
+            "it was built with another tokenizer."
+        )
 
 
 def _gradients(model: Any, example: Example, weights: list[float], params: list, wanted: list[int], chunk: int) -> dict:

@@ -15,6 +15,7 @@ completion is exactly ``-conditional``. All values are natural logs (nats). In a
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,15 +80,31 @@ def check_logprobs(
     >>> print(check_logprobs(joint=-3.5, marginal=-5.2).ok)
     False
     """
+    values = {}
     for name, v in (("joint", joint), ("marginal", marginal), ("conditional", conditional)):
         if v is None and name == "conditional":
+            values[name] = None
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):  # numpy scalars are Real too
             raise TypeError(f"{name} must be a number (a log-probability in nats); got {type(v).__name__}.")
-        if math.isnan(v):
+        values[name] = float(v)
+        if math.isnan(values[name]):
             raise ValueError(
                 f"{name} is NaN: the computation that produced it failed (a log of 0 or of a negative number?)."
             )
+    joint, marginal, conditional = values["joint"], values["marginal"], values["conditional"]
+    infinite = [n for n, v in values.items() if v is not None and math.isinf(v)]
+    if infinite:
+        return LogProbCheck(
+            ok=False,
+            problems=[
+                f"{' and '.join(infinite)} = {' and '.join(str(values[n]) for n in infinite)}: an infinite "
+                "log-probability means a probability of exactly 0 (or above 1), which a softmax never gives; then "
+                "Pr(y | x) = Pr([x, y]) / Pr(x) is undefined. Look for a log of 0 (a probability that underflowed "
+                "or a logit masked to -inf) instead of log_softmax."
+            ],
+            notes=[],
+        )
     problems, notes = [], []
     for name, v in (("log Pr([x, y])", joint), ("log Pr(x)", marginal), ("log Pr(y | x)", conditional)):
         if v is not None and v > tol:
@@ -191,6 +208,13 @@ def score_batch(
                 f"{'The example' if len(examples) == 1 else f'Example {i}'} has {len(ex)} tokens but the model reads at "
                 f"most {limit}. Shorten it or pass max_length={limit}."
             )
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    top = max((max(ex.input_ids) for ex in examples), default=0)
+    if vocab is not None and top >= vocab:
+        raise ValueError(
+            f"The text has token id {top} but the model's vocabulary has {vocab} entries: the tokenizer does "
+            "not belong to this model."
+        )
     device = _model_device(model)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     reports = []

@@ -17,6 +17,7 @@ does the shift itself: the logits at position ``t - 1`` score the token at posit
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from .checks import check_model, max_positions
 from .masking import IGNORE_INDEX
 
 
@@ -49,7 +51,14 @@ def _check_logits_labels(logits, labels):
         )
     if labels.dtype not in (torch.long, torch.int, torch.int32, torch.int64):
         raise TypeError(f"labels must be integer token ids (with -100 for ignored), got {labels.dtype}.")
-    return logits, labels.long()
+    labels = labels.long()
+    bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= logits.shape[-1]))
+    if bool(bad.any()):
+        raise ValueError(
+            f"labels hold {int(labels[bad][0])}, not a token id of this model's {logits.shape[-1]}-entry vocabulary "
+            "(nor -100): were they made with another tokenizer?"
+        )
+    return logits, labels
 
 
 def _check_weights(weights, labels):
@@ -59,13 +68,15 @@ def _check_weights(weights, labels):
         weights = torch.as_tensor(weights, dtype=torch.float32)
     if weights.dim() == 1:
         weights = weights.unsqueeze(0)
+    if not torch.is_floating_point(weights) and weights.dtype not in (torch.long, torch.int, torch.int32, torch.bool):
+        raise TypeError(f"weights must be numbers; got a {weights.dtype} tensor.")
     if weights.shape != labels.shape:
         raise ValueError(
             f"weights {tuple(weights.shape)} must have the same shape as labels {tuple(labels.shape)} (unshifted)."
         )
-    if torch.isnan(weights).any() or (weights < 0).any():
+    if not bool(torch.isfinite(weights.float()).all()) or (weights < 0).any():
         raise ValueError(
-            "weights must be non-negative numbers (e.g. a prompt-loss weight in [0, 1] on prompt targets, 1 on completion targets)."
+            "weights must be finite, non-negative numbers (e.g. a prompt-loss weight in [0, 1] on prompt targets, 1 on completion targets)."
         )
     return weights.to(labels.device, torch.float32)
 
@@ -183,8 +194,8 @@ def sft_loss(
     denom = total if normalizer is None else torch.as_tensor(normalizer, dtype=torch.float32, device=total.device)
     if float(total) == 0.0:
         return _zero_loss(logits)
-    if float(denom) <= 0:
-        raise ValueError(f"normalizer must be positive; got {float(denom)}.")
+    if not (float(denom) > 0 and math.isfinite(float(denom))):
+        raise ValueError(f"normalizer must be a positive, finite total weight; got {float(denom)}.")
     return weighted_mean(nll, w, denom)
 
 
@@ -252,6 +263,11 @@ def loss_breakdown(
     Pass the batch's ``input_ids``, ``completion_mask`` and ``attention_mask`` (an :class:`SFTCollator`
     batch has them). Means are per token over the whole batch.
     """
+    for name, value in (("logits", logits), ("input_ids", input_ids), ("completion_mask", completion_mask)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"{name} must be a torch tensor (from a model and an SFTCollator batch); got {value!r:.40}."
+            )
     input_ids = input_ids if input_ids.dim() == 2 else input_ids.unsqueeze(0)
     completion_mask = completion_mask if completion_mask.dim() == 2 else completion_mask.unsqueeze(0)
     if completion_mask.shape != input_ids.shape:
@@ -302,6 +318,16 @@ def supervised_head_loss(
 
     Returns the scalar loss.
     """
+    check_model(model)
+    for name, value in (("input_ids", input_ids), ("labels", labels)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch tensor (from an SFTCollator batch); got {value!r:.40}.")
+    limit = max_positions(model)
+    if limit is not None and input_ids.shape[-1] > limit:
+        raise ValueError(f"The batch is {input_ids.shape[-1]} tokens long but the model reads at most {limit}.")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is not None and input_ids.numel() and int(input_ids.max()) >= vocab:
+        raise ValueError(f"input_ids hold {int(input_ids.max())}, beyond the model's {vocab}-token vocabulary.")
     if not head_is_plain(model):
         out = model(input_ids=input_ids, attention_mask=attention_mask)
         return sft_loss(out.logits, labels, weights, normalizer=normalizer)

@@ -1,7 +1,9 @@
-"""Run records and saving/loading them (the code lives in :mod:`sftviz.train.runs`)."""
+"""Run records and saving/loading them (the code lives in :mod:`sftviz.train.runs` and
+:mod:`sftviz.train.runfile`)."""
 
 from .train.records import EvalRecord, StepRecord
-from .train.runs import FORMAT, FORMAT_VERSION, STATUSES, TIMING_KEYS, Run, load_run, weights_path
+from .train.runfile import FORMAT, FORMAT_VERSION, STATUSES, load_run, weights_path
+from .train.runs import TIMING_KEYS, Run
 
 __all__ = [
     "FORMAT",

@@ -197,9 +197,9 @@ def test_user_jsonl(tmp_path):
         ('{"prompt": "a", "completion": 3}', "line 2: 'completion' must be a string"),
         ("{not json", "line 2: not valid JSON"),
         ('["a", "b"]', "line 2: expected a JSON object"),
-        ('{"messages": []}', "line 2: 'messages' must be a non-empty list"),
-        ('{"messages": [{"role": "bot", "content": "x"}]}', "line 2: message 0 has role 'bot'"),
-        ('{"messages": [{"role": "user", "content": "x"}]}', "line 2: the conversation has no assistant"),
+        ('{"messages": []}', "line 2: messages is empty"),
+        ('{"messages": [{"role": "bot", "content": "x"}]}', "line 2: Message 0 has unknown role 'bot'"),
+        ('{"messages": [{"role": "user", "content": "x"}]}', "line 2: The conversation has no assistant"),
     ],
 )
 def test_user_jsonl_errors_name_the_line(tmp_path, line, match):

@@ -32,6 +32,7 @@ a bank is a ``ValueError`` that names the file, the question and the field.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import re
 from dataclasses import dataclass, field
@@ -71,8 +72,9 @@ class Question:
 
     def grade(self, choice: object) -> dict:
         """Feedback for picking choice ``choice`` (an index): correct, the answer, and the explanations."""
-        if isinstance(choice, bool) or not isinstance(choice, int):
+        if isinstance(choice, bool) or not isinstance(choice, numbers.Integral):  # numpy integers too
             raise TypeError(f"Question {self.id!r}: a choice is an integer index, got {type(choice).__name__}.")
+        choice = int(choice)
         if not 0 <= choice < len(self.choices):
             raise ValueError(f"Question {self.id!r} has {len(self.choices)} choices; got choice {choice}.")
         return {

@@ -21,6 +21,7 @@ import numbers
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -33,8 +34,10 @@ from ..modeling import resolve_device
 from .config import BETAS, EPS, FinetuneConfig
 from .engine import Trainer
 from .evaluation import EvalSet
-from .records import EvalRecord, Record
+from .interrupts import defer_interrupts
+from .records import EvalRecord, Record, StepRecord
 from .runs import Run
+from .state import TrainingState, capture_state, restore_state
 from .table import BatchOrder, TrainingTable, describe_data, prepare_examples
 
 Callback = Callable[[Record, Run], Any]
@@ -104,41 +107,35 @@ def finetune(
     eval_data: Iterable | None = None,
     callbacks: Callback | Iterable[Callback] | None = (),
     stop: Any = None,
+    resume: Run | None = None,
     **settings: Any,
 ) -> Run:
     """Fine-tune a causal LM on ``[prompt, completion]`` examples and record everything about it.
 
     Args:
         model, tok: from ``sv.load_model()`` (any Hugging Face causal LM works).
-        data: a list of TRL rows (``{"prompt", "completion"}`` or ``{"messages"}``) or sftviz Examples.
-            Examples are rebuilt for ``masking`` unless they already have it (or were edited by hand:
-            ``masking == "custom"``, whose labels are used as they are).
-        masking: "completion" (loss on the completion only; the default), "full" (loss on every token),
-            a prompt-loss weight in [0, 1] (weight w on prompt targets, 1 on completion targets), or
-            "prompt" (the prompt only: the inverted mask).
+        data: a list of TRL rows (``{"prompt", "completion"}`` or ``{"messages"}``) or sftviz Examples
+            (rebuilt for ``masking``, unless edited by hand: ``masking == "custom"`` keeps its labels).
+        masking: "completion" (the default), "full", a prompt-loss weight in [0, 1], or "prompt".
         config: a :class:`~sftviz.train.config.FinetuneConfig`; keyword ``settings`` change some of it.
-        eval_data: rows or Examples to evaluate on (None: no evaluation). Evaluated before training
-            (step 0), every ``eval_every`` steps (None: only at the start and the end) and at the end.
-        callbacks: functions called as ``cb(record, run)`` after every step (``record["kind"] ==
-            "train"``) and every evaluation (``"eval"``). If one raises, the run stops and a
-            :class:`CallbackError` naming it is raised, with the run so far in ``err.run``.
+        eval_data: rows or Examples to evaluate on: before training, every ``eval_every`` steps, at the end.
+        callbacks: functions called as ``cb(record, run)`` after every step and evaluation. If one
+            raises, the run stops with a :class:`CallbackError` naming it (the run so far in ``err.run``).
         stop: None or an object with ``is_set()`` (e.g. ``threading.Event``), checked before every
-            step; when set, the run ends cleanly (``status="stopped"``). KeyboardInterrupt does the same.
-        **settings: the fields of :class:`~sftviz.train.config.FinetuneConfig` (its docstring says what
-            each does): ``steps`` (200), ``batch_size`` (16), ``grad_accum`` (1), ``lr`` (1e-3),
-            ``seed`` (0), ``device`` ("auto"), ``eval_every`` (50), ``eval_examples`` (8), ``fault``
-            (None), ``copy_model`` (True), ``weight_decay`` (0), ``warmup_steps`` (0), ``max_length``,
-            ``head`` ("auto"), ``max_grad_norm`` (1.0), ``grad_share_every`` (10), ``measure_every`` (1),
-            ``precision`` ("auto") and ``progress`` (True). An unknown name is a ``TypeError``.
+            step; when set, the run ends cleanly (``status="stopped"``). Ctrl-C does the same, at the
+            end of the step it arrives in, so the model always holds the last recorded step's weights.
+        resume: a run to continue, as ``sv.finetune(run.model, tok, data, resume=run, steps=N)``: the
+            result equals an uninterrupted run of ``N`` steps, history included (see :data:`RESUME_CHANGES`).
+        **settings: the fields of :class:`~sftviz.train.config.FinetuneConfig`, whose docstring says what
+            each does (``steps``, ``batch_size``, ``lr``, ``seed``, ``device``, ``eval_every``, ``fault``,
+            ``head``, ``precision``, ...). An unknown name is a ``TypeError``.
 
     Returns:
-        A :class:`~sftviz.train.runs.Run`: ``run.history`` holds one
-        :class:`~sftviz.train.records.StepRecord` per step (the objective, the prompt and completion NLL
-        measured whatever the masking, token counts, gradient norms, the prompt share of the gradient),
-        ``run.evals`` one :class:`~sftviz.train.records.EvalRecord` per evaluation (log Pr(y|x) and
-        log Pr(x) per token on ``eval_data``, greedy exact match). ``run.status`` is "finished",
-        "stopped", "nan" (a non-finite loss or gradient: the run ends cleanly, keeps its history, sets
-        ``run.error`` and warns with :class:`TrainingDivergedWarning`) or "error" (a callback raised).
+        A :class:`~sftviz.train.runs.Run`: ``run.history`` holds a
+        :class:`~sftviz.train.records.StepRecord` per step, ``run.evals`` an
+        :class:`~sftviz.train.records.EvalRecord` per evaluation. ``run.status`` is "finished", "stopped",
+        "nan" (a non-finite loss or gradient ended it cleanly: see ``run.error`` and the
+        :class:`TrainingDivergedWarning`) or "error" (a callback raised).
 
     Example:
         >>> run = sv.finetune(model, tok, sv.load_dataset("support")[:32], steps=3, batch_size=8, progress=False)
@@ -148,6 +145,8 @@ def finetune(
     t_setup = time.perf_counter()
 
     # 1. Check everything before doing anything.
+    if resume is not None:
+        config, masking, settings = _resumed_config(resume, model, config, masking, settings), None, {}
     cfg, cbs = _check_call(model, tok, config, masking, settings, callbacks, stop)
     dev = resolve_device(cfg.device)
     limit = max_positions(model)
@@ -158,22 +157,88 @@ def finetune(
     # 2. Tokenize once: the training rows under the masking, the eval rows under completion-only.
     examples = prepare_examples(tok, data, cfg.masking, max_length, "data")
     eval_exs = None if eval_data is None else prepare_examples(tok, eval_data, "completion", max_length, "eval_data")
-    _check_vocabulary(model, examples + (eval_exs or []))
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    _check_data(model, cfg, examples, eval_exs, resume)
 
     # 3. Set up: the model to train, the data as tensors, the step engine, the evaluation.
     work = copy.deepcopy(model) if cfg.copy_model else model
     work.to(dev)
     fault = get_fault(cfg.fault)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     trainer = Trainer(work, TrainingTable(examples, pad_id, tok.eos_token_id, fault, dev), cfg, fault, dev)
     evalset = None if eval_exs is None else EvalSet(tok, eval_exs, pad_id, cfg.eval_examples, limit)
     described = {"data": describe_data(examples), "eval_data": None if eval_exs is None else describe_data(eval_exs)}
     run = Run(config=_run_config(trainer, tok, pad_id, cbs, stop, described), model=work, device=dev)
+    start = None if resume is None else resume.state
+    if start is not None:  # the resumed run's record starts with the steps and evaluations it continues
+        run.history = [r for r in resume.history if r.step <= start.step]
+        run.evals = [e for e in resume.evals if e.step <= start.step]
     run.timing["setup"] = time.perf_counter() - t_setup
 
     # 4. Train.
-    _train(run, trainer, evalset, cbs, stop)
+    _train(run, trainer, evalset, cbs, stop, start)
     return run
+
+
+#: What a resumed run may change. Everything else (settings, optimiser state, random state, place in the
+#: data) continues as the run left it, so resuming equals not stopping (on the same machine).
+RESUME_CHANGES = ("steps", "progress", "copy_model", "device")
+
+
+def _resumed_config(resume: Run, model: Any, config: Any, masking: object, settings: dict) -> FinetuneConfig:
+    """The settings of a run that continues ``resume`` (see ``finetune(resume=...)``)."""
+    if not isinstance(resume, Run):
+        raise TypeError(f"resume must be a Run (from sv.finetune or sv.load_run); got {type(resume).__name__}.")
+    if resume.state is None or resume.model is None:
+        raise ValueError(
+            "This run cannot be resumed: it keeps no training state (it diverged, or it was loaded from a file "
+            "saved without weights). Save runs with run.save(path, weights=True) to resume them later."
+        )
+    if model is not resume.model:
+        raise ValueError("resume continues the run's own model: call sv.finetune(run.model, tok, data, resume=run).")
+    changed = sorted(set(settings) - set(RESUME_CHANGES)) + (["masking"] if masking is not None else [])
+    if config is not None or changed:
+        raise ValueError(
+            f"resume continues the run with its own settings; only {', '.join(RESUME_CHANGES)} can change "
+            f"(got {', '.join(changed) or 'config'})."
+        )
+    names = {f.name for f in fields(FinetuneConfig)}
+    base = FinetuneConfig(**{k: v for k, v in resume.config.items() if k in names})
+    cfg = base.replace(**settings)
+    if cfg.steps <= resume.state.step:
+        raise ValueError(f"The run has done {resume.state.step} steps; pass steps= more than that to continue it.")
+    return cfg
+
+
+def _check_data(model: Any, cfg: FinetuneConfig, examples: list, eval_exs: list | None, resume: Run | None) -> None:
+    _check_vocabulary(model, examples + (eval_exs or []))
+    _check_batch(cfg, len(examples))
+    if resume is not None:
+        _check_resumed_data(resume, examples, eval_exs)
+
+
+def _check_resumed_data(resume: Run, examples: list, eval_exs: list | None) -> None:
+    if describe_data(examples)["fingerprint"] != (resume.config.get("data") or {}).get("fingerprint"):
+        raise ValueError("resume continues a run on its own data; these rows are not the ones it trained on.")
+    before = resume.config.get("eval_data")
+    if eval_exs is not None and before is not None and describe_data(eval_exs)["fingerprint"] != before["fingerprint"]:
+        raise ValueError("resume continues a run's evaluations; this eval_data is not the one it evaluated on.")
+    if eval_exs is None and before is not None:
+        warnings.warn(
+            "The run was evaluated on eval_data; pass the same eval_data= to continue its evaluations.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _check_batch(cfg: FinetuneConfig, n: int) -> None:
+    per_step = cfg.batch_size * cfg.grad_accum
+    if per_step > n:
+        warnings.warn(
+            f"Each step draws {per_step} rows (batch_size x grad_accum) from only {n} examples, so some examples "
+            "appear twice in one step. Lower batch_size, or give more data.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_call(
@@ -271,51 +336,69 @@ def _evaluate(run: Run, trainer: Trainer, evalset: EvalSet | None, k: int, callb
     _emit(run, callbacks, rec)
 
 
-def _train(run: Run, trainer: Trainer, evalset: EvalSet | None, callbacks: list[Callback], stop: Any) -> None:
-    """The loop: evaluate at step 0, then step, record, call back, evaluate on schedule, until done."""
+def _train(
+    run: Run,
+    trainer: Trainer,
+    evalset: EvalSet | None,
+    callbacks: list[Callback],
+    stop: Any,
+    start: TrainingState | None,
+) -> None:
+    """The loop: evaluate at step 0, then step, record, call back, evaluate on schedule, until done.
+
+    Ctrl-C (SIGINT) is deferred to the end of the step it arrives in, so the model always holds the
+    weights of the last recorded step; ``run.state`` keeps what a resumed run needs (see ``resume``).
+    """
     cfg = trainer.config
     order = BatchOrder(trainer.table.n, cfg.seed)
     per_step = cfg.batch_size * cfg.grad_accum
-    bar = _progress_bar(cfg) if cfg.progress else None
+    bar = _progress_bar(cfg, 0 if start is None else start.step) if cfg.progress else None
     rng_devices = [trainer.device] if trainer.device.type == "cuda" else []
     model = trainer.model
     t_start = time.perf_counter()
-    k = 0
+    first = 1 if start is None else start.step + 1
+    k = first - 1
     try:
-        with torch.random.fork_rng(devices=rng_devices), reuse_large_buffers(trainer.device.type == "cpu"):
-            torch.manual_seed(cfg.seed)  # dropout, in the forked RNG: the caller's random state is untouched
-            _evaluate(run, trainer, evalset, 0, callbacks)
-            model.train()
-            for k in range(1, cfg.steps + 1):
-                if stop is not None and stop.is_set():
-                    run.stopped, run.status = True, "stopped"
-                    break
-                t0 = time.perf_counter()
-                rec, finite = trainer.step(k, order.take(per_step))
-                now = time.perf_counter()
-                rec.seconds, rec.elapsed, rec.epoch = now - t0, now - t_start, k * per_step / trainer.table.n
-                run.history.append(rec)
-                if not finite:
-                    run.status = "nan"
-                    run.error = nan_message(k, rec.loss, rec.grad_norm, rec.lr)
-                    warnings.warn(run.error, TrainingDivergedWarning, stacklevel=3)
-                    _emit(run, callbacks, rec)
-                    break
-                _emit(run, callbacks, rec)
-                if bar is not None:
-                    bar.update(1)
-                    if k % 10 == 0 or k == cfg.steps:
-                        bar.set_postfix_str(f"loss {rec.loss:.3f}", refresh=False)
-                if cfg.eval_every is not None and k % cfg.eval_every == 0 and k < cfg.steps:
-                    _evaluate(run, trainer, evalset, k, callbacks)
+        with torch.random.fork_rng(devices=rng_devices), reuse_large_buffers(trainer.device.type == "cpu"), \
+                defer_interrupts() as interrupt:  # fmt: skip
+            if start is None:
+                torch.manual_seed(cfg.seed)  # dropout, in the forked RNG: the caller's random state is untouched
+                _evaluate(run, trainer, evalset, 0, callbacks)
             else:
-                run.status = "finished"
-                _evaluate(run, trainer, evalset, cfg.steps, callbacks)
-    except KeyboardInterrupt:
+                restore_state(trainer, order, start)
+            done = first - 1  # the last step whose update was applied
+            model.train()
+            try:
+                for k in range(first, cfg.steps + 1):
+                    if stop is not None and stop.is_set():
+                        run.stopped, run.status = True, "stopped"
+                        break
+                    t0 = time.perf_counter()
+                    rec, finite = trainer.step(k, order.take(per_step))
+                    now = time.perf_counter()
+                    rec.seconds, rec.elapsed, rec.epoch = now - t0, now - t_start, k * per_step / trainer.table.n
+                    run.history.append(rec)
+                    if not finite:
+                        run.status, run.error = "nan", nan_message(k, rec.loss, rec.grad_norm, rec.lr)
+                        warnings.warn(run.error, TrainingDivergedWarning, stacklevel=3)
+                        _emit(run, callbacks, rec)
+                        break
+                    done = k
+                    _emit(run, callbacks, rec)
+                    _progress(bar, rec, cfg.steps)
+                    if cfg.eval_every is not None and k % cfg.eval_every == 0 and k < cfg.steps:
+                        _evaluate(run, trainer, evalset, k, callbacks)
+                    if interrupt.pressed:
+                        run.stopped, run.status, run.error = True, "stopped", _interrupted(k)
+                        break
+                else:
+                    run.status = "finished"
+                    _evaluate(run, trainer, evalset, cfg.steps, callbacks)
+            finally:  # inside the forked RNG: its state is the run's own
+                run.state = None if run.status == "nan" else capture_state(trainer, order, done)
+    except KeyboardInterrupt:  # raised by a callback (after its step), or outside the main thread
         run.stopped, run.status = True, "stopped"
-        run.error = (
-            f"Interrupted (KeyboardInterrupt) during step {k}; the history keeps the {len(run.history)} finished steps."
-        )
+        run.error = _interrupted(run.state.step if run.state is not None else 0)
         trainer.opt.zero_grad(set_to_none=True)
     finally:
         model.eval()
@@ -324,11 +407,25 @@ def _train(run: Run, trainer: Trainer, evalset: EvalSet | None, callbacks: list[
     run.timing["train"] = time.perf_counter() - t_start
 
 
-def _progress_bar(cfg: FinetuneConfig) -> Any:
+def _interrupted(k: int) -> str:
+    return (
+        f"Interrupted (Ctrl-C) after step {k}: the model holds the weights of step {k}, the last step in the "
+        "history. Continue with sv.finetune(run.model, tok, data, resume=run)."
+    )
+
+
+def _progress(bar: Any, rec: StepRecord, steps: int) -> None:
+    if bar is not None:
+        bar.update(1)
+        if rec.step % 10 == 0 or rec.step == steps:
+            bar.set_postfix_str(f"loss {rec.loss:.3f}", refresh=False)
+
+
+def _progress_bar(cfg: FinetuneConfig, done: int) -> Any:
     from tqdm.auto import tqdm
 
     label = f"finetune masking={cfg.masking}" + (f" fault={cfg.fault}" if cfg.fault else "")
-    return tqdm(total=cfg.steps, desc=label, leave=True)
+    return tqdm(total=cfg.steps, initial=done, desc=label, leave=True)
 
 
 def _describe_model(model: Any) -> dict:

@@ -17,6 +17,7 @@ reduction) and then called once per step with the rows of that step. Why a step 
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -65,8 +66,28 @@ def use_bf16(precision: str, device: torch.device) -> bool:
             raise ValueError("precision='bf16' was asked for, but this GPU does not support bfloat16; use 'fp32'.")
         if device.type not in ("cuda", "cpu"):
             raise ValueError(f"precision='bf16' is supported on CUDA and on the CPU, not on {device.type}.")
+        if device.type == "cpu" and cpu_bf16() is False:
+            warnings.warn(
+                "precision='bf16' on a CPU without bf16 instructions (AVX512-BF16 or AMX) is emulated: a step "
+                "can take about ten times longer than in fp32. Use precision='fp32' (the CPU default).",
+                UserWarning,
+                stacklevel=5,
+            )
         return True
     return False
+
+
+def cpu_bf16() -> bool | None:
+    """Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX); None when it cannot be told."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        return None
+    if not flags:
+        return None
+    words = set(flags.split())
+    return bool(words & {"avx512_bf16", "amx_bf16"})
 
 
 def fetch(values: dict[str, Any], device: torch.device) -> dict[str, float]:

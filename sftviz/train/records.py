@@ -49,7 +49,26 @@ class Record(Mapping):
             raise ValueError(f"A {cls.KIND} record says kind={data.get('kind')!r}.")
         if "step" not in data:
             raise ValueError(f"A {cls.KIND} record has no 'step'.")
+        for f in fields(cls):  # type: ignore[arg-type]
+            if f.name in data and not _fits(data[f.name], str(f.type)):
+                raise ValueError(
+                    f"A {cls.KIND} record has {f.name}={data[f.name]!r:.60}, which is not a {f.type} value."
+                )
         return cls(**dict(data))
+
+
+_JSON_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "dict": (dict,), "list": (list,)}
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether a JSON value fits a field annotated ``annotation`` ("float | None", "dict[str, float]", ...)."""
+    for part in annotation.split("|"):
+        name = part.strip().split("[")[0]
+        if name == "None" and value is None:
+            return True
+        if name in _JSON_TYPES and isinstance(value, _JSON_TYPES[name]) and not isinstance(value, bool):
+            return True
+    return False
 
 
 @dataclass(eq=True)

@@ -76,6 +76,7 @@ class GradientView(SftvizWidget):
                 "GradientView needs (model, tok, example); for a token_gradients result use "
                 "GradientView.from_gradients(grads)."
             )
+        _check_what(what)
         self._start(model, tok, what=what, log_scale=log_scale, title=title)
         if isinstance(example, ScoreReport):
             example = example.example
@@ -98,6 +99,7 @@ class GradientView(SftvizWidget):
             raise TypeError(
                 f"from_gradients takes the result of sftviz.gradients.token_gradients; got {type(grads).__name__}."
             )
+        _check_what(what)
         view = cls.__new__(cls)
         view._start(None, None, what=what, log_scale=log_scale, title=title)
         view._show(grads)
@@ -165,3 +167,11 @@ class GradientView(SftvizWidget):
             return "GradientView(no gradients)"
         cos = "nan" if self.cosine is None else f"{self.cosine:.2f}"
         return f"GradientView({len(self.tokens)} tokens, {len(self.layers)} parameter groups, cosine={cos})"
+
+
+def _check_what(what: object) -> None:
+    if what not in ("input", "target"):
+        raise ValueError(
+            f"what must be 'input' (gradient reaching each input embedding) or 'target' (each target's share); "
+            f"got {what!r}."
+        )

@@ -135,7 +135,7 @@ class LogProbExplorer(SftvizWidget):
             self._choices, skipped = picker_rows(data) if self.editable else ([], 0)
         except (TypeError, ValueError, OSError) as err:
             self._choices, skipped = [], 0
-            self.report_error(err)
+            self._setup_error = f"The dataset picker is empty: {err}"  # stays shown after each scoring
         self.options = [label for label, _ in self._choices]
         self.set_text(*self._first_text(prompt, completion))
         if skipped and not self.error:
@@ -176,6 +176,7 @@ class LogProbExplorer(SftvizWidget):
         self._quiet = False
         self._last = None
         self._choices = []
+        self._setup_error = ""
         super().__init__(debounce_ms=int(debounce_ms), title=str(title or ""))
 
     def _first_text(self, prompt: str | None, completion: str | None) -> tuple[str, str]:
@@ -236,7 +237,7 @@ class LogProbExplorer(SftvizWidget):
             self.stale = True
             self.revision += 1
             return
-        self.error = ""
+        self.error = self._setup_error
         self._show(rep, extra_notes=[str(w.message) for w in caught])
         for cb in list(self._callbacks):
             try:

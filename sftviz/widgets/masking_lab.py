@@ -30,6 +30,9 @@ def _finetune():
     return finetune
 
 
+BUSY = "A run is still going:"
+
+
 class LabRun:
     """One run of the lab: its settings and the records received so far (kept when stopped)."""
 
@@ -200,13 +203,18 @@ class MaskingLab(W.VBox):
             description="Stop", icon="stop", disabled=True, tooltip="Stop after the current step; keeps the curves"
         )
         self.w_clear = W.Button(description="Clear", icon="trash", tooltip="Remove all runs and curves")
+        self.w_continue = W.Button(
+            description="Continue", icon="forward", disabled=True,
+            tooltip="Continue the stopped run to its number of steps, exactly as if it had not stopped",
+        )  # fmt: skip
         self.w_masking.observe(self._on_masking, names="value")
         self.w_fault.observe(self._on_fault, names="value")
         self.w_run.on_click(lambda _b: self.run())
         self.w_stop.on_click(lambda _b: self.stop())
         self.w_clear.on_click(lambda _b: self.clear())
+        self.w_continue.on_click(lambda _b: self.resume())
         rows = [[self.w_masking, self.w_plw, self.w_fault], [self.w_steps, self.w_lr, self.w_seed]]
-        return W.VBox([W.HBox(r) for r in [*rows, [self.w_run, self.w_stop, self.w_clear]]])
+        return W.VBox([W.HBox(r) for r in [*rows, [self.w_run, self.w_stop, self.w_continue, self.w_clear]]])
 
     # -- settings ----------------------------------------------------------------------------
 
@@ -264,29 +272,47 @@ class MaskingLab(W.VBox):
         Training happens in a background thread; ``wait=True`` blocks until it ends.
         """
         if self.running:
-            self.panel.error = "A run is still going: press Stop (or wait) before starting another."
+            self.panel.error = BUSY + " press Stop (or wait) before starting another."
             return None
         cfg = self.config()
         unknown = set(overrides) - set(cfg)
         if unknown:
             raise TypeError(f"Unknown setting(s) {sorted(unknown)}; the lab sets {sorted(cfg)}.")
         cfg.update(overrides)
-        self.panel.error = ""
         entry = LabRun(len(self.runs) + 1, cfg)
         self.runs.append(entry)
         self._add_traces(entry)
+        self._start_thread(entry, resume=False, wait=wait)
+        return entry
+
+    def resume(self, *, wait: bool = False) -> LabRun | None:
+        """Continue the last run, which was stopped, to its number of steps: the curves go on exactly as
+        they would have without the stop (``sv.finetune(..., resume=run)``)."""
+        entry = self.runs[-1] if self.runs else None
+        if self.running:
+            self.panel.error = BUSY + " press Stop (or wait) before continuing another."
+            return None
+        if entry is None or entry.run is None or entry.run.status != "stopped" or entry.run.state is None:
+            self.panel.error = "There is no stopped run to continue: press Run to start one."
+            return None
+        self._start_thread(entry, resume=True, wait=wait)
+        return entry
+
+    def _start_thread(self, entry: LabRun, *, resume: bool, wait: bool) -> None:
+        self.panel.error = ""
         self._stop = threading.Event()
         self.w_run.disabled, self.w_stop.disabled, self.w_clear.disabled = True, False, True
+        self.w_continue.disabled = True
         self.panel.running = True
-        self.panel.progress = 0.0
-        self._set_status(f"training {entry.name} \u2026")
+        if not resume:
+            self.panel.progress = 0.0
+        self._set_status(f"{'continuing' if resume else 'training'} {entry.name} \u2026")
         self._thread = threading.Thread(
-            target=self._worker, args=(entry,), name=f"sftviz-lab-{entry.index}", daemon=True
+            target=self._worker, args=(entry, resume), name=f"sftviz-lab-{entry.index}", daemon=True
         )
         self._thread.start()
         if wait:
             self.wait()
-        return entry
 
     def stop(self) -> None:
         """Ask the current run to stop after its current step (its curves stay)."""
@@ -316,35 +342,37 @@ class MaskingLab(W.VBox):
         self.panel.error = ""
         self._set_status(self._idle_status())
 
-    def _worker(self, entry: LabRun):
+    def _worker(self, entry: LabRun, resume: bool = False):
         cfg = entry.config
         try:
             finetune = _finetune()
-            kwargs = dict(self.finetune_kwargs)
-            kwargs.update(
-                masking=cfg["masking"],
-                steps=cfg["steps"],
-                batch_size=cfg["batch_size"],
-                lr=cfg["lr"],
-                seed=cfg["seed"],
-                device=cfg["device"],
-                eval_data=self.eval_data,
-                eval_every=cfg["eval_every"],
-                callbacks=[self._make_callback(entry)],
-                fault=cfg["fault"],
-                stop=self._stop,
-                progress=False,
-                copy_model=True,
-            )
+            shared = dict(eval_data=self.eval_data, callbacks=[self._make_callback(entry)], stop=self._stop,
+                          progress=False)  # fmt: skip
             entry.status = "running"
-            run = finetune(self.model, self.tok, self.data, **kwargs)
+            if resume:
+                run = finetune(entry.run.model, self.tok, self.data, resume=entry.run, steps=cfg["steps"], **shared)
+            else:
+                kwargs = dict(self.finetune_kwargs)
+                kwargs.update(
+                    masking=cfg["masking"], steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                    seed=cfg["seed"], device=cfg["device"], eval_every=cfg["eval_every"], fault=cfg["fault"],
+                    copy_model=True, **shared,
+                )  # fmt: skip
+                run = finetune(self.model, self.tok, self.data, **kwargs)
             entry.run = run
             entry.status = str(getattr(run, "status", "done") or "done")
+            if getattr(run, "status", None) == "nan":  # the engine says why and what to try
+                self.panel.error = getattr(run, "error", None) or ""
         except Exception as err:  # noqa: BLE001 -- a background thread: the error is shown in the lab
             entry.status = "error"
             entry.error = error_message(err)
             self.panel.report_error(err)
         finally:
+            last = entry.run
+            can_continue = getattr(last, "status", None) == "stopped" and getattr(last, "state", None) is not None
+            self.w_continue.disabled = not can_continue
+            if self.panel.error.startswith(BUSY):  # a press during the run; the run is over now
+                self.panel.error = ""
             entry.finished = time.monotonic()
             try:
                 self._draw(entry, force=True)

@@ -94,7 +94,7 @@ class Quiz(SftvizWidget):
         q = self._questions.get(question_id)
         if q is None:
             raise ValueError(f"There is no question {question_id!r} in this quiz; its ids are {self._order}.")
-        q.grade(choice)  # raises a clear error for a bad choice
+        choice = q.grade(choice)["choice"]  # raises a clear error for a bad choice; a plain int after it
         self.responses = {**self.responses, question_id: choice}
         return self.feedback[question_id]
 

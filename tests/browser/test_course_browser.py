@@ -57,9 +57,10 @@ WIDGET_ERRORS = """() => [...document.querySelectorAll('.jp-OutputArea-output .s
 
 @pytest.fixture(scope="module")
 def budget():
-    """Five notebooks (about 90 s of execution on 2 cores) need more than the widget tests' budget."""
+    """Five notebooks need more than the widget tests' budget: notebooks 4 and 5 fine-tune for minutes on a
+    slow 2-core CPU, beside scripts/test.sh's other job. The budget only bounds a hang."""
     env = "SFTVIZ_COURSE_BROWSER_BUDGET_S"
-    return Budget(float(os.environ.get(env, "420")), env)
+    return Budget(float(os.environ.get(env, "1200")), env)
 
 
 @pytest.fixture
@@ -98,7 +99,7 @@ def test_course_notebook_runs_and_renders(path, jupyter_lab, page, budget, shots
             return bool(state) and state["waiting"] == 0 and state["idle"]
 
         # The student version has no outputs, so every code cell counts as waiting until it has run.
-        view.poll(f"{name}: every code cell to run and the kernel to be idle", done, timeout=150, interval=0.5)
+        view.poll(f"{name}: every code cell to run and the kernel to be idle", done, timeout=400, interval=0.5)
         for cls, n in WIDGETS[path.name[:2]].items():
             view.poll(f"{name}: {n} rendered .{cls} view(s)", lambda cls=cls, n=n: view.js(COUNT, cls) >= n, timeout=30)
         assert view.js(WIDGET_ERRORS) == [], f"{name}: a widget shows an error"
