@@ -454,9 +454,9 @@ def test_widget_errors_are_not_wiped_by_the_next_update(bundled, tmp_path):
 
 
 def test_the_lab_explains_a_diverged_run_and_continues_a_stopped_one(tiny_model, gpt2_tok_padded):
-    from sftviz import widgets as W
-
     import copy
+
+    from sftviz import widgets as W
 
     broken = copy.deepcopy(tiny_model)
     with torch.no_grad():
