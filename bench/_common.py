@@ -92,6 +92,7 @@ sections stay as they are).
 | `bench/bench_views.py` | views | scoring + rendering one 64-token example, against a 50 ms target |
 | `bench/bench_gradients.py` | gradient attribution | `token_gradients` on a 64-token example vs one backward pass per target |
 | `bench/bench_hf_loss.py` | Trainer with the sftviz loss | `sftviz.hf.SFTLossTrainer` vs Trainer's own loss on the same tokenized rows |
+| `bench/bench_batched.py` | runs batched | 9 runs as one vmapped computation vs 9 serial runs, same work, same losses |
 
 Timing on a shared machine: wall-clock figures (the default) are what a learner sees on 2 cores, but
 they move with other processes' load; `--threads 1 --clock cpu` measures process CPU time on one
@@ -110,6 +111,7 @@ ORDER = (
     "bench_views",
     "bench_gradients",
     "bench_hf_loss",
+    "bench_batched",
 )
 _SECTION = re.compile(r"<!-- ([\w.-]+):begin -->.*?<!-- \1:end -->", re.S)
 

@@ -14,6 +14,7 @@ Steps (every random choice comes from ``--seed``):
 Run from the repository root::
 
     python scripts/build_tiny_model.py          # 4-8 minutes on a 2-core CPU, then the SFT check
+    python scripts/build_tiny_model.py --data-only   # step 1 only: rewrite the data files
 
 Pretraining takes about 0.25 s a step with 2 torch threads on an idle 2-core machine (800 steps:
 3-4 minutes). On a machine shared with other jobs, two torch threads per process oversubscribe the
@@ -89,6 +90,8 @@ def make_data(seed: int, n_docs: int, n_heldout: int) -> dict:
         "support-eval.jsonl": W.support_pairs(world, eval_p, seed=seed + 1, phrasings=1),
         "support-chat-train.jsonl": W.support_chat(world, train_p, seed=seed),
         "support-chat-eval.jsonl": W.support_chat(world, eval_p, seed=seed + 1),
+        "explain-train.jsonl": W.explain_pairs(world, train_p, seed=seed),
+        "explain-eval.jsonl": W.explain_pairs(world, eval_p, seed=seed + 1, phrasings=2),
         "heldout-statements.jsonl": W.heldout_statements(world, seed=seed),
     }
     heldout = W.heldout_corpus(world, n_heldout, seed=seed + 1, exclude=corpus)
@@ -512,6 +515,8 @@ def write_card(info: dict) -> None:
         "support-eval.jsonl": "same, held-out products, one phrasing per question type",
         "support-chat-train.jsonl": "`{messages}`: system + 1-3 user/assistant exchanges",
         "support-chat-eval.jsonl": "same, held-out products",
+        "explain-train.jsonl": "`{prompt, completion}`: short request -> four-sentence product description",
+        "explain-eval.jsonl": "same, held-out products, two phrasings per product",
         "heldout-statements.jsonl": "`{context, true, distractors, kind, subject}` knowledge probes",
     }
     for name, rows in info["files"].items():
@@ -564,7 +569,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=60)
     ap.add_argument("--skip-sft-check", action="store_true")
+    ap.add_argument(
+        "--data-only", action="store_true", help="write the bundled data files only (the model is left as it is)"
+    )
     args = ap.parse_args(argv)
+    if args.data_only:
+        make_data(args.seed, args.docs, args.heldout_docs)
+        print(f"wrote the data files in {DATA_DIR}")
+        return
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers

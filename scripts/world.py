@@ -695,3 +695,42 @@ def support_chat(world: World, products: list[Product], seed: int = 0, per_produ
             convs.append({"messages": messages})
     rng.shuffle(convs)
     return convs
+
+
+#: Short requests for a whole product description (the "explain" dataset's prompts).
+_EXPLAIN_REQUESTS = [
+    "Tell me about the {n}.",
+    "What can you tell me about the {n}?",
+    "Describe the {n}.",
+]
+
+
+def explain_text(product: Product) -> str:
+    """A four-sentence description of ``product`` (its four facts in a fixed order), no leading space.
+
+    The product is "it": the name is in the prompt only, so every fact has to be recalled for it.
+    """
+    parts = []
+    for attribute in ATTRIBUTES:
+        parts.append(_fill(_PRONOUN_TEMPLATES[attribute][0], product, attribute))
+    return " ".join(parts)
+
+
+def explain_pairs(world: World, products: list[Product], seed: int = 0, phrasings: int | None = None) -> list[dict]:
+    """Prompt/completion pairs with short prompts and long completions: a request -> a description.
+
+    The opposite shape of :func:`support_pairs`: the prompt is only the request
+    (``"Customer: Tell me about the Zephyr Kettle.\\nAssistant:"``, no system instruction) and the
+    completion states all four facts in four sentences. One pair per product and request phrasing
+    (three), or ``phrasings`` randomly chosen ones per product. Shuffled with ``random.Random(seed)``.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for p in products:
+        requests = list(_EXPLAIN_REQUESTS)
+        if phrasings is not None:
+            requests = rng.sample(requests, min(phrasings, len(requests)))
+        for r in requests:
+            rows.append({"prompt": f"Customer: {r.format(n=p.name)}\nAssistant:", "completion": " " + explain_text(p)})
+    rng.shuffle(rows)
+    return rows

@@ -26,6 +26,7 @@ from .modeling import load_model, resolve_device
 from .train import (
     CallbackError,
     EvalRecord,
+    Experiment,
     FinetuneConfig,
     Run,
     StepRecord,
@@ -33,6 +34,7 @@ from .train import (
     compare_masking,
     finetune,
     load_run,
+    masking_experiment,
 )
 
 try:
@@ -48,6 +50,7 @@ __all__ = [
     "CallbackError",
     "EvalRecord",
     "Example",
+    "Experiment",
     "FinetuneConfig",
     "LogProbCheck",
     "LossBreakdown",
@@ -67,6 +70,7 @@ __all__ = [
     "load_model",
     "load_run",
     "loss_breakdown",
+    "masking_experiment",
     "resolve_device",
     "score",
     "score_batch",

@@ -215,7 +215,8 @@ class Example:
 
         ``predicted_from`` is the position whose logits score this token (``position - 1``);
         ``predicts`` is the token this position's logits are trained to predict (the next token when
-        that one is a target, else None). The last token predicts nothing: it is a target, never an input.
+        that one is a target, else None). The last token predicts nothing: it is a target, and the
+        prediction at its own position is never scored.
         """
         out = []
         n = len(self)

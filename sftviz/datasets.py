@@ -19,6 +19,7 @@ DATA_DIR = Path(__file__).resolve().parent / "assets" / "data"
 BUNDLED_DATASETS = {
     "support": "prompt/completion pairs: an instruction plus a customer question -> a short answer",
     "support-chat": "the same knowledge as system/user/assistant conversations",
+    "explain": "prompt/completion pairs of the opposite shape: a short request -> a four-sentence description",
 }
 SPLITS = ("train", "eval")
 

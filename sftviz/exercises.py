@@ -14,6 +14,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .data import IGNORE_INDEX, Example
+from .mystery import clues, confirm_hallmarks, evidence, mystery_assignment, mystery_labels, mystery_runs
+
+__all__ = [
+    "Feedback",
+    "check_choice",
+    "check_conditional",
+    "check_diagnoses",
+    "check_diagnosis",
+    "check_labels",
+    "check_masked_loss",
+    "check_number",
+    "check_predicting_position",
+    "check_prediction",
+    "clues",
+    "confirm_hallmarks",
+    "evidence",
+    "mystery_assignment",
+    "mystery_labels",
+    "mystery_runs",
+    "points",
+]
 
 if TYPE_CHECKING:  # the checks of notebooks 1-3 work without the training engine
     from .logprobs import ScoreReport
@@ -122,42 +143,91 @@ def check_conditional(answer: object, report: ScoreReport) -> Feedback:
     )
 
 
-def check_joint_from_tokens(answer: object, report: ScoreReport) -> Feedback:
-    """``answer`` should be the sum of all per-token log-probs (the joint)."""
-    return check_number(
-        answer,
-        report.joint,
-        "log Pr([x, y])",
-        hint="Add up the log-prob of every token after the first (position 0 has nothing to predict it).",
-    )
+def _int_list(answer: object, what: str) -> tuple[list[int] | None, Feedback | None]:
+    """``answer`` as a flat list of ints, or the Feedback that says why it is not one."""
+    if _is_unanswered(answer):
+        return None, _unanswered(what)
+    if isinstance(answer, (str, bytes, dict)) or not (isinstance(answer, (list, tuple)) or hasattr(answer, "tolist")):
+        return None, Feedback(False, f"{what} should be a list of integers, got {type(answer).__name__}.")
+    values = answer.tolist() if hasattr(answer, "tolist") else list(answer)
+    if len(values) == 1 and isinstance(values[0], list):  # a batch of one, e.g. torch.tensor([labels])
+        values = values[0]
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Integral)]
+    if bad:
+        return None, Feedback(
+            False, f"{what} should hold integers only (token ids and -100); found {bad[0]!r} ({type(bad[0]).__name__})."
+        )
+    return [int(v) for v in values], None
 
 
-def check_marginal_from_tokens(answer: object, report: ScoreReport) -> Feedback:
-    """``answer`` should be the sum of the prompt tokens' log-probs (the marginal)."""
-    return check_number(
-        answer,
-        report.marginal,
-        "log Pr(x)",
-        hint="Sum only the rows whose segment is 'prompt' (the BOS is context and has no log-prob).",
-    )
+def _label_mistake(answer: list[int], example: Example, expected: list[int]) -> str | None:
+    """Name the kind of mistake when ``answer`` is a whole known wrong labelling, else None."""
+    ids, n = example.input_ids, len(expected)
+    trained = [v != IGNORE_INDEX for v in expected]
+    if answer == list(ids):
+        return (
+            "these are the full-loss labels: every token is a target. Under completion-only loss the prompt "
+            "tokens are context, so their labels are -100; only the completion and the EOS keep their ids."
+        )
+    if answer == [IGNORE_INDEX] + list(ids[1:]):
+        return (
+            "these are the full-loss labels (every token after the BOS is a target). Completion-only loss "
+            "masks the prompt tokens too: -100 there, the ids only on the completion and the EOS."
+        )
+    if answer == expected[1:] + [IGNORE_INDEX]:
+        return (
+            "the labels are shifted one position to the left. Hugging Face models shift labels themselves "
+            "(the logits at t are scored against the label at t + 1), so labels line up with input_ids: "
+            "the label at position t is the id of the token at t, or -100."
+        )
+    inverted = [IGNORE_INDEX if (trained[t] or example.segments[t] == "bos") else ids[t] for t in range(n)]
+    if answer == inverted:
+        return (
+            "the mask is inverted: the prompt is trained and the answer masked. That teaches the model to "
+            "continue prompts, not to answer them."
+        )
+    eos = [t for t in range(n) if example.segments[t] == "eos"]
+    if eos and answer == [IGNORE_INDEX if t in eos else v for t, v in enumerate(expected)]:
+        return (
+            "the EOS is masked. The EOS that ends the completion must be a target, or the model never "
+            "learns to stop and keeps generating after the answer."
+        )
+    return None
 
 
 def check_labels(answer: object, example: Example) -> Feedback:
-    """``answer`` should be the completion-only labels of ``example`` (-100 where not trained)."""
-    if _is_unanswered(answer):
-        return _unanswered("the list of labels")
-    if not isinstance(answer, (list, tuple)) and not hasattr(answer, "tolist"):
-        return Feedback(False, f"labels should be a list of integers, got {type(answer).__name__}.")
-    answer = list(answer.tolist() if hasattr(answer, "tolist") else answer)
+    """``answer`` should be the completion-only labels of ``example`` (-100 where not trained).
+
+    Known wrong labellings are named as such (full-loss labels, labels shifted by hand, an inverted
+    mask, a masked EOS) rather than by their first mismatch. A labelled BOS is accepted: nothing
+    predicts position 0, so its label never enters the loss.
+    """
+    answer, bad = _int_list(answer, "the list of labels")
+    if bad is not None:
+        return bad
     expected = example.with_masking("completion").labels
-    if len(answer) != len(expected):
+    if len(answer) == len(expected) - 1:
         return Feedback(
             False,
-            f"labels has {len(answer)} entries; it needs one per input token ({len(expected)}). Labels are not shifted.",
+            f"labels has {len(answer)} entries, one fewer than input_ids ({len(expected)}): did you shift them? "
+            "Labels line up with input_ids, one per input token; the model does the shift.",
         )
+    if len(answer) != len(expected):
+        return Feedback(False, f"labels has {len(answer)} entries; it needs one per input token ({len(expected)}).")
+    n_trained = sum(v != IGNORE_INDEX for v in expected)
+    if answer == expected:
+        return Feedback(True, f"{n_trained} trained tokens (the completion and its EOS), the rest -100.")
+    if answer[1:] == expected[1:] and example.segments[0] == "bos" and answer[0] == example.input_ids[0]:
+        return Feedback(
+            True,
+            f"{n_trained} trained tokens, the rest -100. You also labelled the BOS with its id: that changes "
+            "nothing, because no position predicts position 0 (the shift drops the first label), but -100 "
+            "says so plainly.",
+        )
+    kind = _label_mistake(answer, example, expected)
+    if kind is not None:
+        return Feedback(False, kind)
     wrong = [t for t, (a, e) in enumerate(zip(answer, expected)) if a != e]
-    if not wrong:
-        return Feedback(True, f"{sum(v != IGNORE_INDEX for v in expected)} trained tokens, the rest -100.")
     t = wrong[0]
     seg = example.segments[t]
     why = {
@@ -166,9 +236,88 @@ def check_labels(answer: object, example: Example) -> Feedback:
         "prompt": "prompt tokens are context, not targets, under completion-only loss",
         "completion": "completion tokens are the targets: their label is their own id (the model does the shift)",
     }.get(seg, f"check the {seg} token")
+    more = f" ({len(wrong)} positions differ in all)" if len(wrong) > 1 else ""
     return Feedback(
-        False, f"position {t} ({example.tokens[t]!r}, {seg}) should be {expected[t]}, got {answer[t]}: {why}."
+        False, f"position {t} ({example.tokens[t]!r}, {seg}) should be {expected[t]}, got {answer[t]}: {why}{more}."
     )
+
+
+def _masked_loss_slips(logits: Any, labels: Any) -> dict[str, float]:
+    """The usual wrong versions of the masked loss, by what went wrong."""
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+
+    def nll(lp: Any, lab: Any) -> Any:
+        keep = lab != IGNORE_INDEX
+        return -lp[keep].gather(-1, lab[keep].unsqueeze(-1)).squeeze(-1) if keep.any() else lp.new_zeros(0)
+
+    shifted = nll(logp[:, :-1], labels[:, 1:])
+    slips = {
+        "you did not shift: the logits at position t predict the token at t + 1, so compare logits[:, :-1] "
+        "with labels[:, 1:]": nll(logp, labels).mean(),
+        "you summed the per-token losses; the loss is their mean over the trained targets": shifted.sum(),
+        "you shifted the wrong way: logits[:, :-1] go with labels[:, 1:], not logits[:, 1:] with labels[:, :-1]": nll(
+            logp[:, 1:], labels[:, :-1]
+        ).mean(),
+        "you averaged over every position, masked ones included (counting them as 0); divide by the number of "
+        "trained targets only": shifted.sum() / max(labels[:, 1:].numel(), 1),
+        "you used the raw logits as log-probabilities; take log_softmax over the vocabulary first (or use "
+        "cross_entropy, which does)": nll(logits.float()[:, :-1], labels[:, 1:]).mean(),
+    }
+    return {why: float(v) for why, v in slips.items()}
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isfinite(b) and abs(a - b) <= max(1e-3, 1e-4 * abs(b))
+
+
+def _check_loss_value(answer: object, logits: Any, labels: Any, where: str) -> Feedback:
+    from .loss import sft_loss
+
+    value, bad = _number(answer, f"the masked loss{where}")
+    if bad is not None:
+        return bad
+    expected = float(sft_loss(logits, labels))
+    if _close(value, expected):
+        return Feedback(True, f"masked loss{where} = {value:.4f}, the same as sv.sft_loss.")
+    for why, wrong in _masked_loss_slips(logits, labels).items():
+        if _close(value, wrong):
+            return Feedback(False, f"masked loss{where} = {value:.4f}, not {expected:.4f}: {why}.")
+    return check_number(
+        value, expected, f"the masked loss{where}", hint="Shift, cross-entropy, then the mean over labels != -100."
+    )
+
+
+def check_masked_loss(answer: object, logits: Any, labels: Any) -> Feedback:
+    """The completion-only loss from ``logits`` (batch, seq, vocab) and unshifted ``labels`` (batch, seq).
+
+    ``answer`` is a number, or better a function ``f(logits, labels)`` that computes it: a function is
+    also run on a second, random batch of two sequences (other masks, other lengths of the trained part), so
+    a copied number or a rule that only fits this example does not pass. The right value is
+    :func:`sftviz.sft_loss`: shift (logits at t against labels at t + 1), cross-entropy, mean over the
+    targets that are not -100. The usual slips are named: no shift, a shift the wrong way, a sum instead of
+    a mean, masked positions averaged in, raw logits instead of log-probabilities.
+    """
+    import torch
+
+    if not callable(answer):
+        return _check_loss_value(answer, logits, labels, "")
+    gen = torch.Generator().manual_seed(0)
+    other_logits = torch.randn(2, 6, 11, generator=gen)
+    other_labels = torch.randint(0, 11, (2, 6), generator=gen)
+    other_labels[0, :3] = IGNORE_INDEX
+    other_labels[1, :1] = IGNORE_INDEX
+    cases = [(logits, labels, " on this example"), (other_logits, other_labels, " on a random batch of two")]
+    for lg, lb, where in cases:
+        try:
+            value = answer(lg, lb)
+        except Exception as err:  # noqa: BLE001 (a student's function: report any error, never raise it)
+            return Feedback(False, f"your function raised {type(err).__name__}{where}: {err}")
+        fb = _check_loss_value(value, lg, lb, where)
+        if not fb:
+            return fb
+    return Feedback(True, "your function gives the same loss as sv.sft_loss on this example and on a random batch.")
 
 
 def check_predicting_position(answer: object, example: Example) -> Feedback:
@@ -198,15 +347,64 @@ def check_predicting_position(answer: object, example: Example) -> Feedback:
 
 
 def check_choice(answer: object, expected: object, explanation: str) -> Feedback:
-    """A multiple-choice or true/false answer, with the explanation either way."""
+    """A multiple-choice or true/false answer, with the explanation either way.
+
+    Strings compare without case or surrounding space; a list, tuple or set of choices compares as a set.
+    """
     if _is_unanswered(answer):
         return _unanswered("your choice")
 
     def norm(v: object) -> object:
-        return v.strip().lower() if isinstance(v, str) else v
+        if isinstance(v, str):
+            return v.strip().lower()
+        if isinstance(v, (list, tuple, set, frozenset)):  # a set of choices: order does not matter
+            try:
+                return frozenset(norm(x) for x in v)
+            except TypeError:  # unhashable items: compare as given
+                return v
+        return v
 
     ok = norm(answer) == norm(expected)
     return Feedback(ok, explanation)
+
+
+def check_prediction(answer: object, experiment: Any, metric: str = "exact_match") -> Feedback:
+    """A prediction, made before the runs, of which masking ends best on ``metric`` in ``experiment``.
+
+    Right when the runs name that masking the clear winner, or, when they cannot call one, when the
+    prediction is not clearly beaten by the best mean (see :meth:`sftviz.Experiment.winner`). The
+    message always says what the runs found, in a sentence generated from them.
+    """
+    from .masking import check_masking
+    from .train.experiment import METRICS, masking_words
+
+    if _is_unanswered(answer):
+        return _unanswered("a masking: 'completion', 'full' or a prompt-loss weight such as 0.1")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}.")
+    try:
+        predicted = check_masking(answer)
+    except (TypeError, ValueError) as err:
+        return Feedback(False, f"{answer!r} is not a masking: {err}")
+    if predicted not in experiment.maskings:
+        names = ", ".join(repr(m) for m in experiment.maskings)
+        return Feedback(False, f"the experiment ran {names}; predict one of them, not {predicted!r}.")
+    best, clear = experiment.winner(metric)
+    found = experiment.verdict(metric)
+    if predicted == best:
+        return Feedback(True, f"you predicted {masking_words(predicted)}. {found}")
+    if clear:
+        return Feedback(False, f"you predicted {masking_words(predicted)}. {found}")
+    n = len(experiment.seeds)
+    if experiment.wins(best, predicted, metric) == n:
+        return Feedback(
+            False,
+            f"you predicted {masking_words(predicted)}, which ends below {masking_words(best)} on all {n} seeds. {found}",
+        )
+    return Feedback(
+        True,
+        f"you predicted {masking_words(predicted)}, which the runs cannot tell apart from the best mean. {found}",
+    )
 
 
 def check_diagnosis(answer: object, mystery: Run) -> Feedback:
@@ -220,6 +418,10 @@ def check_diagnosis(answer: object, mystery: Run) -> Feedback:
             f"check_diagnosis needs a run from mystery_runs (e.g. mysteries['A']), got {type(mystery).__name__}."
         )
     truth = getattr(mystery, "hidden_fault", None) or mystery.config.get("fault")
+    if not isinstance(answer, str):
+        return Feedback(
+            False, f"name one fault as a string, e.g. 'eos_masked', not a {type(answer).__name__}: {', '.join(FAULTS)}."
+        )
     if answer not in FAULTS:
         return Feedback(False, f"{answer!r} is not a known fault; choose one of: {', '.join(FAULTS)}.")
     if answer == truth:
@@ -227,86 +429,21 @@ def check_diagnosis(answer: object, mystery: Run) -> Feedback:
     return Feedback(False, f"{answer} would look different ({FAULTS[answer]}). Look again at the curves and labels.")
 
 
-def _check_suspects(suspects):
-    from .faults import FAULTS
+def check_diagnoses(answers: object, mysteries: dict[str, Run]) -> list[Feedback]:
+    """One :func:`check_diagnosis` per mystery run; ``answers`` maps letters to fault names.
 
-    if isinstance(suspects, str) or not isinstance(suspects, (list, tuple)):
-        raise TypeError("suspects must be a list of fault names, e.g. ['eos_masked', 'prompt_trained'].")
-    unknown = [s for s in suspects if s not in FAULTS]
-    if unknown:
-        raise ValueError(f"Unknown fault(s) {unknown}; choose from: {', '.join(FAULTS)}.")
-    if len(set(suspects)) != len(suspects) or not 2 <= len(suspects) <= 6:
-        raise ValueError("Give between 2 and 6 different suspects.")
-
-
-def mystery_assignment(suspects: list[str], key: int | str) -> dict[str, str]:
-    """Which suspect goes into which mystery run: ``{"A": fault, "B": fault, ...}``, decided by ``key``.
-
-    This is the instructor's answer key. ``key`` (an int or a string, e.g. the term: ``"2026-fall"``) is
-    a parameter of the diagnosis notebook, so each term can get another assignment without editing
-    code; the student version calls only :func:`mystery_runs` and never prints this.
+    A list or tuple with one name per run, in the runs' order, is read as such; any other answer gets
+    feedback saying what shape is expected, never an exception.
     """
-    import random
-
-    _check_suspects(suspects)
-    if isinstance(key, bool) or not isinstance(key, (int, str)):
-        raise TypeError(f"key must be an int or a string (e.g. the term, '2026-fall'), got {type(key).__name__}.")
-    order = list(suspects)
-    random.Random(f"sftviz-mystery:{key}").shuffle(order)
-    return dict(zip("ABCDEF", order))
-
-
-def mystery_runs(
-    model: Any,
-    tok: Any,
-    data: list,
-    suspects: list[str],
-    *,
-    steps: int = 150,
-    seed: int = 0,
-    key: int | str | None = None,
-    **finetune_kwargs: Any,
-) -> tuple[Run, dict[str, Run]]:
-    """Fine-tune one healthy run and one run per suspected bug, with the bugs' names hidden.
-
-    Args:
-        suspects: fault names from :data:`sftviz.faults.FAULTS` (2 to 6 of them, all different).
-        seed: the training seed of every run.
-        key: decides which bug is in which run (see :func:`mystery_assignment`); default: ``seed``.
-        **finetune_kwargs: passed to :func:`sftviz.finetune` (``eval_data``, ``lr``, ...).
-
-    Returns:
-        ``(healthy, {"A": run, "B": run, ...})``. Each mystery run's record says ``fault: "hidden"``;
-        :func:`check_diagnosis` knows the truth.
-    """
-    from .train import finetune
-
-    assignment = mystery_assignment(suspects, seed if key is None else key)
-    finetune_kwargs.setdefault("progress", False)
-    healthy = finetune(model, tok, data, "completion", steps=steps, seed=seed, **finetune_kwargs)
-    healthy.name = "healthy"
-    runs = {}
-    for letter, fault in assignment.items():
-        run = finetune(model, tok, data, "completion", steps=steps, seed=seed, fault=fault, **finetune_kwargs)
-        run.hidden_fault = fault
-        run.config["fault"] = "hidden"
-        run.name = f"run {letter}"
-        runs[letter] = run
-    return healthy, runs
-
-
-def mystery_labels(tok: Any, row: dict, run: Run) -> Example:
-    """The example built from ``row`` with the labels that ``run``'s (possibly buggy) pipeline trained on."""
-    from dataclasses import replace
-
-    from .collate import collate_examples
-    from .data import build_example
-    from .faults import apply_label_fault
-
-    fault = getattr(run, "hidden_fault", None) or run.config.get("fault")
-    ex = build_example(tok, **row, masking=run.config.get("masking", "completion"), warn=False)
-    batch = collate_examples([ex], tok.pad_token_id, extras=True)
-    batch = apply_label_fault(fault, batch, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
-    labels = batch["labels"][0].tolist()
-    weights = batch["loss_weights"][0].tolist()
-    return replace(ex, labels=labels, weights=weights, masking="custom" if fault else ex.masking, notes=list(ex.notes))
+    if not isinstance(mysteries, dict) or not mysteries:
+        raise TypeError("check_diagnoses needs the dict of mystery runs from mystery_runs (e.g. mysteries).")
+    if isinstance(answers, dict):
+        return [check_diagnosis(answers.get(letter), run) for letter, run in mysteries.items()]
+    if isinstance(answers, (list, tuple)) and len(answers) == len(mysteries):
+        return [check_diagnosis(a, run) for a, run in zip(answers, mysteries.values())]
+    example = "{" + ", ".join(f"'{k}': 'eos_masked'" for k in list(mysteries)[:2]) + ", ...}"
+    shape = f"a {type(answers).__name__}" + (f" of {len(answers)}" if isinstance(answers, (list, tuple)) else "")
+    return [
+        Feedback(False, f"diagnosis should be a dict from run letter to fault name, e.g. {example}; got {shape}.")
+        for _ in mysteries
+    ]

@@ -183,7 +183,7 @@ def token_gradients(model: Any, tok: Any, example: Example, *, targets: str = "a
 
     Example:
         >>> g = token_gradients(model, tok, sv.build_example(tok, prompt="Q: Hi?\\nA:", completion=" Hello"))
-        >>> g.input_grad_masked[-1]  # the last token is a target, never an input: no gradient reaches it
+        >>> g.input_grad_masked[-1]  # only the unscored prediction at the last position sees the last token
         0.0
     """
     if not isinstance(example, Example):

@@ -5,6 +5,7 @@ import sys
 
 import nbformat
 import pytest
+import torch
 
 import sftviz as sv
 from sftviz import exercises
@@ -31,22 +32,106 @@ def test_check_conditional(rep):
     assert "NaN" in repr(exercises.check_conditional(float("nan"), rep))
 
 
-def test_check_sums(rep):
-    assert exercises.check_joint_from_tokens(sum(r.logprob for r in rep.rows[1:]), rep)
-    assert exercises.check_marginal_from_tokens(sum(r.logprob for r in rep.rows if r.segment == "prompt"), rep)
-    assert not exercises.check_marginal_from_tokens(rep.joint, rep)
+@pytest.fixture(scope="module")
+def ex(gpt2_tok):
+    return sv.build_example(gpt2_tok, prompt=P, completion=C)
 
 
-def test_check_labels_explains_the_first_mistake(gpt2_tok):
-    ex = sv.build_example(gpt2_tok, prompt=P, completion=C)
+def test_check_labels_accepts_the_right_labels_and_a_labelled_bos(ex):
     assert exercises.check_labels(list(ex.labels), ex)
-    no_eos = list(ex.labels)
-    no_eos[-1] = -100
-    fb = exercises.check_labels(no_eos, ex)
-    assert not fb and "never learns to stop" in fb.message
-    shifted = ex.labels[1:] + [-100]
-    assert "one per input token" not in exercises.check_labels(shifted, ex).message
-    assert "one per input token" in exercises.check_labels(ex.labels[1:], ex).message
+    assert exercises.check_labels(torch.tensor([ex.labels]), ex)  # a batch of one, as a tensor
+    bos = [ex.input_ids[0]] + list(ex.labels[1:])
+    fb = exercises.check_labels(bos, ex)
+    assert fb and "changes nothing" in fb.message
+
+
+def _typical_wrong_labels(ex):
+    ids, labels = list(ex.input_ids), list(ex.labels)
+    completion = [t for t, v in enumerate(labels) if v != -100]
+    return {
+        "full-loss labels": ([-100] + ids[1:], "every token after the BOS is a target"),
+        "full-loss labels, BOS too": (ids, "every token is a target"),
+        "shifted by hand": (labels[1:] + [-100], "shifted one position to the left"),
+        "shifted by hand, one fewer": (labels[1:], "did you shift them"),
+        "prompt trained": ([-100] + [ids[t] if t not in completion else -100 for t in range(1, len(ids))], "inverted"),
+        "EOS masked": (labels[:-1] + [-100], "never learns to stop"),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "full-loss labels",
+        "full-loss labels, BOS too",
+        "shifted by hand",
+        "shifted by hand, one fewer",
+        "prompt trained",
+        "EOS masked",
+    ],
+)
+def test_check_labels_names_the_kind_of_mistake(ex, kind):
+    answer, words = _typical_wrong_labels(ex)[kind]
+    fb = exercises.check_labels(answer, ex)
+    assert not fb and fb.answered and words in fb.message, fb.message
+    assert not fb.message.startswith("position")  # a kind, not a first mismatch
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        ("-100, 5", "list of integers"),
+        ({"a": 1}, "list of integers"),
+        (3, "list of integers"),
+        ([1.5, 2.0], "integers only"),
+        ([[1, 2], [3, 4]], "integers only"),
+        ([True, False], "integers only"),
+        ([1, 2], "one per input token"),
+    ],
+)
+def test_check_labels_never_crashes_on_wrong_types(ex, answer, words):
+    fb = exercises.check_labels(answer, ex)
+    assert not fb and words in fb.message
+
+
+def test_check_labels_one_wrong_token_names_its_position(ex):
+    labels = list(ex.labels)
+    labels[2] = ex.input_ids[2]  # one prompt token trained
+    fb = exercises.check_labels(labels, ex)
+    assert not fb and "position 2" in fb.message and "prompt tokens are context" in fb.message
+
+
+def test_check_masked_loss_names_the_slip(tiny_model, gpt2_tok, ex):
+    ids, labels = torch.tensor([ex.input_ids]), torch.tensor([ex.labels])
+    with torch.no_grad():
+        logits = tiny_model(input_ids=ids).logits
+    right = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100)
+    assert exercises.check_masked_loss(right, logits, labels)
+    logp = logits.log_softmax(-1)
+    keep = labels[0, 1:] != -100
+    picked = -logp[0, :-1][keep].gather(-1, labels[0, 1:][keep].unsqueeze(-1)).squeeze(-1)
+    no_shift = torch.nn.functional.cross_entropy(logits[0], labels[0], ignore_index=-100)
+    wrong = {
+        "did not shift": no_shift,
+        "summed": picked.sum(),
+        "masked ones included": picked.sum() / labels[0, 1:].numel(),
+        "raw logits": -logits[0, :-1][keep].gather(-1, labels[0, 1:][keep].unsqueeze(-1)).mean(),
+    }
+    for words, value in wrong.items():
+        fb = exercises.check_masked_loss(value, logits, labels)
+        assert not fb and words in fb.message, (words, fb.message)
+    assert "sign is flipped" in exercises.check_masked_loss(-right, logits, labels).message
+    assert not exercises.check_masked_loss(None, logits, labels).answered
+    assert "single number" in exercises.check_masked_loss(logits[0, 0], logits, labels).message
+
+
+def test_check_diagnosis_never_crashes(tiny_model, gpt2_tok):
+    run = sv.Run(config={"fault": "hidden"})
+    run.hidden_fault = "eos_masked"
+    assert exercises.check_diagnosis("eos_masked", run)
+    for answer in (["eos_masked"], {"A": "eos_masked"}, 3):
+        fb = exercises.check_diagnosis(answer, run)
+        assert not fb and "as a string" in fb.message
+    assert "not a known fault" in exercises.check_diagnosis("nope", run).message
 
 
 def test_check_predicting_position(gpt2_tok):

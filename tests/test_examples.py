@@ -145,7 +145,7 @@ def test_rows_make_the_shift_visible(gpt2_tok):
     # The first completion token is predicted from the last prompt position.
     assert rows[last_prompt]["predicts"] == ex.tokens[ex.n_prompt]
     assert rows[ex.n_prompt]["predicted_from"] == last_prompt
-    assert rows[-1]["predicts"] is None  # the last token is a target, never an input
+    assert rows[-1]["predicts"] is None  # the prediction at the last token is never scored
     assert rows[0]["predicted_from"] is None
 
 

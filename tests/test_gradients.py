@@ -20,7 +20,7 @@ def grads(gpt2_tok, tiny_model):
 def test_prompt_positions_receive_gradient_under_masking(grads):
     prompt = [i for i, s in enumerate(grads.segments) if s in ("bos", "prompt")]
     assert all(grads.input_grad_masked[i] > 0 for i in prompt)
-    # The last token is a target and never an input: exactly zero, masked or not.
+    # Only the last position's own (unscored) prediction sees the last token: exactly zero, masked or not.
     assert grads.input_grad_masked[-1] == 0.0 and grads.input_grad_full[-1] == 0.0
 
 

@@ -152,7 +152,7 @@ def test_gradients_and_gradient_view(family):
 
     ex = sv.build_example(tok, **ROWS[0])
     g = token_gradients(copy.deepcopy(model), tok, ex)
-    assert g.input_grad_masked[-1] == 0.0  # the last token is never an input
+    assert g.input_grad_masked[-1] == 0.0  # the prediction at the last token is never scored
     assert g.input_grad_masked[1] > 0.0  # prompt tokens get gradient as context
     assert set(g.layer_norms_masked) == {"embeddings", "block_0", "block_1", "head"}
     view = W.GradientView(model, tok, ex)

@@ -164,7 +164,10 @@ def test_resolve_device():
 # -------------------------------------------------------------------------------------- datasets
 
 
-@pytest.mark.parametrize("name, keys", [("support", {"prompt", "completion"}), ("support-chat", {"messages"})])
+@pytest.mark.parametrize(
+    "name, keys",
+    [("support", {"prompt", "completion"}), ("support-chat", {"messages"}), ("explain", {"prompt", "completion"})],
+)
 @pytest.mark.parametrize("split", ["train", "eval"])
 def test_bundled_datasets(name, keys, split):
     rows = sv.load_dataset(name, split=split)
@@ -177,6 +180,15 @@ def test_support_prompts_are_longer_than_completions(bundled):
     n_p = sum(len(tok(r["prompt"]).input_ids) for r in rows)
     n_c = sum(len(tok(r["completion"]).input_ids) for r in rows)
     assert n_p > 3 * n_c
+
+
+def test_explain_completions_are_longer_than_prompts(bundled):
+    _, tok = bundled
+    for split in ("train", "eval"):
+        rows = sv.load_dataset("explain", split=split)
+        n_p = sum(len(tok(r["prompt"]).input_ids) for r in rows)
+        n_c = sum(len(tok(r["completion"]).input_ids) for r in rows)
+        assert n_c > 1.2 * n_p
 
 
 def test_user_jsonl(tmp_path):

@@ -82,7 +82,7 @@ def test_token_records_describe_every_token_and_the_shift(ex):
     assert any(f"predicted from position {t - 1}" in line for line in recs[t]["tip"])
     assert any(f"predicts position {t}" in line and "trained" in line for line in recs[t - 1]["tip"])
     last = recs[-1]
-    assert last["next_text"] is None and any("never an input" in line for line in last["tip"])
+    assert last["next_text"] is None and any("never scored" in line for line in last["tip"])
     assert all(r["logprob"] is None for r in recs)
 
 

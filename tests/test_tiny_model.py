@@ -245,6 +245,10 @@ def test_bundled_data_matches_the_generator():
     assert load_jsonl("support-train.jsonl") == W.support_pairs(world, train_p, seed=0)
     assert load_jsonl("support-eval.jsonl") == W.support_pairs(world, eval_p, seed=1, phrasings=1)
     assert load_jsonl("heldout-statements.jsonl") == W.heldout_statements(world, seed=0)
+    assert load_jsonl("explain-train.jsonl") == W.explain_pairs(world, train_p, seed=0)
+    assert load_jsonl("explain-eval.jsonl") == W.explain_pairs(world, eval_p, seed=1, phrasings=2)
+    names = [p.name for p in eval_p]
+    assert _products_in([r["prompt"] for r in load_jsonl("explain-eval.jsonl")], names) == set(names)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -116,26 +116,64 @@ print(f"prompt scored alone       = {prompt_alone.conditional:9.2f} nats")
 assert math.isclose(prompt_alone.conditional, marginal, abs_tol=1e-3)
 
 # %% [markdown]
-# ### Exercise 1: the conditional from the joint and the marginal
+# ### Exercise 1: predict, then compute
 #
-# Using only `rep.joint` and `rep.marginal`, compute `log Pr(y | x)` and store it in `answer`.
-# Then turn it into a probability: how likely does the base model find this exact answer?
-
-# %% nbgrader={"grade": false, "grade_id": "conditional", "locked": false, "schema_version": 3, "solution": true, "task": false}
-answer = None  # log Pr(y | x)
-### BEGIN SOLUTION
-answer = rep.joint - rep.marginal
-### END SOLUTION
-exercises.check_conditional(answer, rep)
-
-# %% nbgrader={"grade": true, "grade_id": "conditional-points", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-# Points for nbgrader: 1 when the answer above is correct (the cell above gives the feedback).
-exercises.points(exercises.check_conditional(answer, rep))
+# Here is a second completion for the same prompt: a wrong answer of the same kind. Before you run the
+# next cells, predict: which of the three sums, `"joint"`, `"marginal"` or `"conditional"`, comes out
+# the same for both completions? Then compute the wrong answer's `log Pr(y | x)` yourself, as a sum over
+# the per-token log-probs in `rep_wrong.rows` (each row has `.segment` and `.logprob`), without using
+# `rep_wrong.conditional`, `.joint` or `.marginal`.
 
 # %%
-print(f"Pr(y | x) = exp({rep.conditional:.2f}) = {math.exp(rep.conditional):.1e}")
-print(f"per completion token: {rep.completion_nll_mean:.3f} nats, i.e. "
-      f"{math.exp(-rep.completion_nll_mean):.3f} average probability per token")
+unit = row["completion"].split()[-1]  # "dollars.", "hours.", ... or a colour
+wrong = next((r["completion"] for r in eval_rows if r["completion"] != row["completion"]
+              and r["completion"].split()[-1] == unit), None) or next(
+    r["completion"] for r in eval_rows if r["completion"] != row["completion"])
+rep_wrong = sv.score(model, tok, prompt=row["prompt"], completion=wrong, top_k=0)
+print(f"right answer {row['completion']!r}, wrong answer {wrong!r}")
+
+# %% nbgrader={"grade": false, "grade_id": "same-for-both", "locked": false, "schema_version": 3, "solution": true, "task": false}
+same_for_both = None  # "joint", "marginal" or "conditional"
+conditional_wrong = None  # log Pr(y | x) of the wrong answer, summed from rep_wrong.rows
+### BEGIN SOLUTION
+same_for_both = "marginal"
+conditional_wrong = sum(r.logprob for r in rep_wrong.rows if r.segment in ("completion", "eos"))
+### END SOLUTION
+ex1 = [
+    exercises.check_choice(
+        same_for_both, "marginal",
+        f"log Pr(x) = {rep.marginal:.2f} for both completions: the prompt's tokens are scored before the "
+        f"completion and cannot see it. The joint changes ({rep.joint:.2f} vs {rep_wrong.joint:.2f}), and with it "
+        "the conditional.",
+    ),
+    exercises.check_conditional(conditional_wrong, rep_wrong),
+]
+for check in ex1:
+    print(check)
+
+# %% nbgrader={"grade": true, "grade_id": "same-for-both-points", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# Points for nbgrader: 1 per correct answer above (the cell above gives the feedback).
+exercises.points(ex1)
+
+# %%
+assert abs(rep.marginal - rep_wrong.marginal) < 1e-4
+ratio = rep.conditional - rep_wrong.conditional
+better = "right" if ratio > 0 else "wrong"
+print(f"The base model finds the {better} answer exp({abs(ratio):.1f}) = {math.exp(abs(ratio)):.1f} times as likely "
+      f"as the other, given this prompt.")
+
+# %% [markdown]
+# A probability for the whole answer is small because it is a product of per-token factors. Per token:
+
+# %%
+per_token_probs = [math.exp(r.logprob) for r in rep.rows if r.segment in ("completion", "eos")]
+print(f"Pr(y | x) = exp({rep.conditional:.2f}) = {math.exp(rep.conditional):.1e} over {len(per_token_probs)} tokens")
+print(f"mean NLL per completion token: {rep.completion_nll_mean:.3f} nats; its exponential, "
+      f"{math.exp(-rep.completion_nll_mean):.3f}, is the geometric mean of the per-token probabilities")
+arithmetic = sum(per_token_probs) / len(per_token_probs)
+assert math.exp(-rep.completion_nll_mean) <= arithmetic + 1e-9
+print(f"the arithmetic mean of the same probabilities is {arithmetic:.3f}. The geometric mean is never above it, "
+      "and a single unlikely token pulls it down.")
 
 # %% [markdown]
 # ## Why the joint can never be above the marginal
@@ -144,12 +182,38 @@ print(f"per completion token: {rep.completion_nll_mean:.3f} nats, i.e. "
 # lower it: **`log Pr([x, y]) <= log Pr(x)`**, always, for every model, trained or not. A longer
 # sequence that starts with `x` is never more likely than `x` itself.
 #
-# That makes it a test. Suppose a colleague reports `log Pr([x, y]) = -3.5` and `log Pr(x) = -5.2`.
-# Is the model behaving oddly, or is the computation wrong? `sv.check_logprobs` applies the laws of
-# probability and says so in words:
+# That makes it a test.
+#
+# ### Exercise 2: which of these could a correct computation produce?
+#
+# A colleague's logs report these (joint, marginal) pairs, in nats. Predict which are impossible for
+# any model, and put their indices in `impossible` (e.g. `{1, 2}`). Then run the cell after it, where
+# `sv.check_logprobs` applies the laws of probability to each pair and says why in words.
 
 # %%
-print(sv.check_logprobs(joint=-3.5, marginal=-5.2))
+pairs = [(-3.5, -5.2), (-40.1, -12.3), (-7.0, -7.0), (-2.0, 1.5)]
+
+# %% nbgrader={"grade": false, "grade_id": "impossible-pairs", "locked": false, "schema_version": 3, "solution": true, "task": false}
+impossible = None  # a set of indices into pairs
+### BEGIN SOLUTION
+impossible = {0, 3}
+### END SOLUTION
+
+# %%
+verdicts = [sv.check_logprobs(joint=j, marginal=m) for j, m in pairs]
+for i, v in enumerate(verdicts):
+    print(f"{i}: joint {pairs[i][0]}, marginal {pairs[i][1]} -> {v}\n")
+truly_impossible = {i for i, v in enumerate(verdicts) if not v.ok}
+ex2 = exercises.check_choice(
+    impossible, truly_impossible,
+    f"the impossible pairs are {sorted(truly_impossible)}: a joint above its marginal, or a log-probability above 0. "
+    "A joint far below the marginal is possible: the answer is just unlikely given the prompt.",
+)
+ex2
+
+# %% nbgrader={"grade": true, "grade_id": "impossible-pairs-points", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Points for nbgrader: 1 when the set above is right (the cell above gives the feedback).
+exercises.points(ex2)
 
 # %% [markdown]
 # And on the numbers the model just produced:

@@ -52,6 +52,48 @@ print(repr(row["completion"]))
 print("special tokens:", {"bos": tok.bos_token, "eos": tok.eos_token, "pad": tok.pad_token})
 
 # %% [markdown]
+# ## A toy first: seven tokens
+#
+# The smallest useful example: the prompt `"Sky?"` and the completion `" blue."`. The model reads the
+# sequence `[BOS, x, y, EOS]`; each position also gets a *label*: the token's own id where the token is a
+# target of the loss, `-100` where it is not.
+
+# %%
+from sftviz import plots
+
+toy = sv.build_example(tok, prompt="Sky?", completion=" blue.")
+for t, (token, token_id, segment) in enumerate(zip(toy.tokens, toy.input_ids, toy.segments)):
+    print(f"position {t}: {token!r:<10} id {token_id:>4}  {segment}")
+
+# %% [markdown]
+# ### Exercise 1: the toy's labels, by hand
+#
+# Write the completion-only labels of the toy as a list of seven integers, one per position, **not
+# shifted**: the id of the token where it is a target, `-100` where it is not. Work it out from the
+# printed positions and ids rather than copying the picture: which positions are targets, and what about
+# the BOS and the EOS? The check names the kind of mistake if there is one, and the picture after it shows
+# the answer.
+
+# %% nbgrader={"grade": false, "grade_id": "toy-labels", "locked": false, "schema_version": 3, "solution": true, "task": false}
+toy_labels = None  # a list of 7 ints
+### BEGIN SOLUTION
+toy_labels = [-100, -100, -100, -100] + toy.input_ids[4:]
+### END SOLUTION
+toy_check = exercises.check_labels(toy_labels, toy)
+toy_check
+
+# %% nbgrader={"grade": true, "grade_id": "toy-labels-points", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Points for nbgrader: 1 when the labels above are right (the cell above gives the feedback).
+exercises.points(toy_check)
+
+# %% [markdown]
+# The toy's labels: trained targets solid with a check mark, masked positions hatched with the label -100.
+# Nothing is shifted: the label at a position is that position's own token.
+
+# %%
+plots.plot_example(toy, show_ids=True, per_row=len(toy))
+
+# %% [markdown]
 # ## Building `[x, y]` by hand
 #
 # Tokenize the prompt and the completion **separately** and concatenate the ids. Put a BOS in front, so
@@ -69,7 +111,7 @@ ex = sv.build_example(tok, prompt=row["prompt"], completion=row["completion"])
 assert ex.input_ids == input_ids
 
 # %% [markdown]
-# ### Exercise 1: the labels
+# ### Exercise 2: the labels of a real example
 #
 # Hugging Face models take `labels` of the same length as `input_ids`, **not shifted** (the model
 # shifts them itself), with `-100` wherever a token is not a target. Build the labels for
@@ -100,14 +142,11 @@ view
 # %% [markdown]
 # ## The shift: which position predicts which token
 #
-# The output at position `t` is a distribution over the token at position `t + 1`. So the loss on the
-# first completion token is computed from the **last prompt position**, and the last token of the
-# sequence (the EOS) is a target but never an input: nothing comes after it. Getting this off by one is
-# one of the classic SFT bugs (notebook 5 injects it on purpose).
-
-# %% [markdown]
-# ### Exercise 2
-# Which position's output is scored against the first completion token? Store it in `position`.
+# The output at position `t` is a distribution over the token at position `t + 1`.
+#
+# ### Exercise 3
+# Which position's output is scored against the first completion token of `ex`? Store it in `position`.
+# (`ex.tokens` lists the tokens, `ex.n_prompt` counts the BOS and the prompt tokens.)
 
 # %% nbgrader={"grade": false, "grade_id": "predicting-position", "locked": false, "schema_version": 3, "solution": true, "task": false}
 position = None  # an int
@@ -120,12 +159,23 @@ exercises.check_predicting_position(position, ex)
 # Points for nbgrader: 1 when the answer above is correct (the cell above gives the feedback).
 exercises.points(exercises.check_predicting_position(position, ex))
 
+# %% [markdown]
+# The loss on the first completion token is computed from the **last prompt position**. The view below
+# shows the shift: each input token above the target that its output is scored against, with the
+# trained targets marked. The last token of the sequence (the EOS) is a target and also an input, but the
+# prediction made at its position (what would come after the EOS) is never scored: there is no label for
+# it. Getting this off by one is one of the classic SFT bugs (notebook 5 injects it on purpose).
+
+# %%
+W.TokenView(ex, shifted=True, editable=False, title="the shift: input at t, target at t + 1")
+
 # %%
 rows = ex.rows()
 first = ex.n_prompt
-for r in rows[first - 2 : first + 2] + rows[-2:]:
-    print(f"position {r['position']:>2} {r['token']!r:<12} segment={r['segment']:<10} label={r['label']:>5}  "
-          f"predicts -> {r['predicts']!r}")
+assert rows[first]["predicted_from"] == first - 1 and rows[first - 1]["predicts"] == ex.tokens[first]
+assert rows[-1]["predicts"] is None and rows[-1]["segment"] == "eos"
+print(f"position {first - 1} ({ex.tokens[first - 1]!r}) predicts position {first} ({ex.tokens[first]!r}); "
+      f"the prediction at the last position ({ex.tokens[-1]!r}) has no label.")
 
 # %% [markdown]
 # ## Padding: by length, never by id
@@ -170,6 +220,10 @@ print("without the trailing space:", sv.build_example(tok, **row).boundary_note)
 
 # %%
 conv = sv.load_dataset(CHAT_DATASET, split="train")[0]["messages"]
+print("The conversation rendered by the tokenizer's chat template:\n")
+print(tok.apply_chat_template(conv, tokenize=False))
+
+# %%
 chat = sv.build_example(tok, messages=conv)
 W.TokenView(chat)
 

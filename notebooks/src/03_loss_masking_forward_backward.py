@@ -10,7 +10,8 @@
 # * **forward:** one pass, one loss per token; the full loss is the prompt part plus the completion
 #   part, and the masked loss keeps only the completion part;
 # * **backward:** prompt tokens still receive gradient through attention, because the completion's
-#   loss depends on them; the last token receives none, because it is never an input.
+#   loss depends on them; the last token (the EOS) receives none: it is an input, but the only output
+#   that sees it is the prediction at its own position, and that prediction is never scored.
 #
 # It ends with a practical consequence: the output layer only needs to run where a trained target is
 # predicted (the *supervised-only head*). About 25 minutes.
@@ -92,21 +93,27 @@ with torch.no_grad():
 print(f"masked loss: sv.sft_loss = {float(sv.sft_loss(logits, labels)):.4f}, HF model(labels=...) = {hf_loss:.4f}")
 
 # %% [markdown]
-# ### Exercise 1
-# Compute the masked (completion-only) loss of this example from `per_token` and `ex.completion_mask`,
-# as a mean per completion target, and store it in `masked_loss`.
+# ### Exercise 1: write the masked loss yourself
+#
+# Write a function `my_masked_loss(logits, labels)` that computes the completion-only loss from
+# `logits` (batch × positions × vocabulary) and `labels` (batch × positions, the token ids where trained
+# and -100 elsewhere, **not shifted**): shift, cross-entropy, mean over the trained targets. You may use
+# `torch.nn.functional.cross_entropy` or `log_softmax`; not `sv.sft_loss`. The check runs your function on
+# this example and on a random batch of two sequences, and names the usual slips (no shift, a shift the
+# wrong way, a sum, masked positions averaged in, raw logits).
 
 # %% nbgrader={"grade": false, "grade_id": "masked-loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
-masked_loss = None  # a number (a 0-d tensor is fine)
+my_masked_loss = None  # a function of (logits, labels) that returns the masked loss
 ### BEGIN SOLUTION
-masked_loss = per_token[torch.tensor(ex.completion_mask, dtype=torch.bool)].mean()
+def my_masked_loss(logits, labels):
+    targets = labels[:, 1:].reshape(-1)  # the label of position t + 1 is scored by the logits at t
+    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(len(targets), -1), targets, ignore_index=-100)
 ### END SOLUTION
-check = exercises.check_number(masked_loss, float(sv.sft_loss(logits, labels)), "masked loss",
-                               hint="Average the per-token losses over the positions where completion_mask is 1.")
+check = exercises.check_masked_loss(my_masked_loss, logits, labels)
 check
 
 # %% nbgrader={"grade": true, "grade_id": "masked-loss-points", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-# Points for nbgrader: 1 when the answer above is correct (the cell above gives the feedback).
+# Points for nbgrader: 1 when the function above is correct (the cell above gives the feedback).
 exercises.points(check)
 
 # %% [markdown]
@@ -117,6 +124,54 @@ exercises.points(check)
 rep = sv.score(model, tok, example=ex, top_k=0)
 print(f"completion loss sum {completion_sum:.2f}  vs  -log Pr(y|x) {-rep.conditional:.2f}")
 assert abs(completion_sum + rep.conditional) < 1e-3
+
+# %% [markdown]
+# ## The SFT objective, written out
+#
+# Supervised fine-tuning takes a model whose weights `θ` were already pretrained, and a curated set `D`
+# of prompt/answer pairs, and looks for
+#
+# $$\hat\theta = \arg\max_\theta \sum_{(x, y) \in D} \log \Pr\nolimits_\theta(y \mid x),
+# \qquad \text{starting the search from the pretrained } \theta .$$
+#
+# Three parts of that sentence matter. The sum runs over the curated pairs, not over the pretraining
+# text. Only `log Pr(y | x)` is in it: the prompt is given, not predicted. And the search starts from the
+# pretrained weights, not from random ones: everything the model knows comes from there (notebook 4 runs
+# the same fine-tune from random weights to show what is lost).
+#
+# The loss that `sv.sft_loss` computes is this objective made practical. `log Pr(y | x)` is a sum over
+# the answer's tokens (the chain rule), so `-Σ log Pr(y | x)` over a batch is a sum of per-token losses
+# over every trained target. `sft_loss` divides that sum by the number of trained targets in the batch:
+# a *token mean*, which has the same maximiser and a scale that does not grow with the batch. Dividing
+# each sequence by its own length first (a *per-sequence mean*) would change the objective: a token of a
+# short answer would then count more than a token of a long one. Notebook 5 injects exactly that bug.
+
+# %% [markdown]
+# ### Exercise 2: what does the full loss maximise?
+#
+# The completion part summed is `-log Pr(y | x)`. Predict which of notebook 1's three quantities the
+# *full* loss summed over every target (`full_sum` above) is the negative of: `"joint"`, `"marginal"` or
+# `"conditional"`. The check computes it.
+
+# %% nbgrader={"grade": false, "grade_id": "full-is-joint", "locked": false, "schema_version": 3, "solution": true, "task": false}
+full_sum_is = None  # "joint", "marginal" or "conditional"
+### BEGIN SOLUTION
+full_sum_is = "joint"
+### END SOLUTION
+sums = {"joint": rep.joint, "marginal": rep.marginal, "conditional": rep.conditional}
+matches = [name for name, value in sums.items() if abs(full_sum + value) < 1e-3]
+assert matches == ["joint"], matches
+full_check = exercises.check_choice(
+    full_sum_is, matches[0],
+    f"the full loss summed is {full_sum:.1f} = -log Pr([x, y]) (joint {rep.joint:.1f}, marginal {rep.marginal:.1f}, "
+    f"conditional {rep.conditional:.1f}): training on every token maximises the joint, i.e. the prompt and the "
+    "answer together.",
+)
+full_check
+
+# %% nbgrader={"grade": true, "grade_id": "full-is-joint-points", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Points for nbgrader: 1 when the prediction above is right (the cell above gives the feedback).
+exercises.points(full_check)
 
 # %% [markdown]
 # ## Between the two: a prompt-loss weight
@@ -137,6 +192,18 @@ for w in (0.0, 0.01, 0.1, 0.5, 1.0):
 # each position, the size of the gradient of the loss with respect to that position's input embedding,
 # under the masked and the full loss, and each target's own contribution to the parameter gradient.
 
+# %% [markdown]
+# ### Exercise 3: predict before you measure
+#
+# Under the masked loss, do the prompt tokens' input embeddings receive any gradient? Write `True` or
+# `False` in `prompt_gets_gradient` before running the measurement below; the check comes after it.
+
+# %% nbgrader={"grade": false, "grade_id": "prompt-gradient", "locked": false, "schema_version": 3, "solution": true, "task": false}
+prompt_gets_gradient = None  # True or False
+### BEGIN SOLUTION
+prompt_gets_gradient = True
+### END SOLUTION
+
 # %%
 from sftviz import widgets as W
 from sftviz.gradients import token_gradients
@@ -148,6 +215,17 @@ print(f"prompt positions with non-zero embedding gradient under the masked loss:
 print(f"gradient at the last token (EOS), masked / full: {grads.input_grad_masked[-1]} / {grads.input_grad_full[-1]}")
 print(f"cosine similarity of the masked and full parameter gradients: {grads.cosine:.2f}")
 assert share == 1.0 and grads.input_grad_masked[-1] == 0.0
+gradient_check = exercises.check_choice(
+    prompt_gets_gradient, share > 0,
+    f"{share:.0%} of the prompt positions get gradient under the masked loss. Masking removes the prompt's own "
+    "loss terms (forward), not the prompt's influence: the completion's loss depends on the prompt through "
+    "attention, so gradient flows back into it (backward).",
+)
+gradient_check
+
+# %% nbgrader={"grade": true, "grade_id": "prompt-gradient-points", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Points for nbgrader: 1 when the prediction above is right (the cell above gives the feedback).
+exercises.points(gradient_check)
 
 # %%
 W.GradientView(model, tok, ex)

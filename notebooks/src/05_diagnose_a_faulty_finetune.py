@@ -4,7 +4,7 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sftviz/sftviz/blob/main/notebooks/05_diagnose_a_faulty_finetune.ipynb)
 #
 # Most SFT bugs do not crash anything. The loss goes down, the run finishes, and the model is quietly
-# worse. This notebook trains three models, each with a real bug switched on, and hides which bug is
+# worse. This notebook trains four models, each with a real bug switched on, and hides which bug is
 # in which run. Your job: find each bug from the evidence, the way you would on a real project.
 #
 # The evidence you have for each run: its curves (the objective it optimised, and the prompt and
@@ -42,7 +42,9 @@ DATASET = "support"
 STEPS = 100
 SEED = 0  # the training seed of every run
 MYSTERY_KEY = 0  # decides which bug goes into which run: give it a new value (e.g. "2026-fall") each term
-SUSPECTS = ("eos_masked", "prompt_trained", "shifted_labels")
+SUSPECTS = ("eos_masked", "prompt_trained", "shifted_labels", "accum_mean_of_means")
+BATCH_SIZE = 8  # examples per micro-batch
+GRAD_ACCUM = 2  # micro-batches per step (a step sees 16 examples)
 
 # %%
 import sftviz as sv
@@ -61,12 +63,13 @@ eval_rows = sv.load_dataset(DATASET, split="eval")
 # ## The runs
 #
 # `exercises.mystery_runs` fine-tunes one healthy run (completion-only, no bug) and one run per suspect,
-# shuffles the suspects with `MYSTERY_KEY` and names the runs A, B and C. The bug's name is kept out of the
-# run's record.
+# shuffles the suspects with `MYSTERY_KEY` and names the runs A, B, C and D. Every run accumulates
+# gradients over `GRAD_ACCUM` micro-batches per step. The bug's name is kept out of the run's record.
 
 # %% tags=["nbval-ignore-output"]
 healthy, mysteries = exercises.mystery_runs(
     model, tok, train_rows, SUSPECTS, steps=STEPS, seed=SEED, key=MYSTERY_KEY, eval_data=eval_rows, eval_examples=8, eval_every=None,
+    batch_size=BATCH_SIZE, grad_accum=GRAD_ACCUM,
 )
 for name, run in mysteries.items():
     print(name, run)
@@ -112,6 +115,9 @@ W.TokenView(exercises.mystery_labels(tok, train_rows[0], mysteries["B"]), editab
 # %%
 W.TokenView(exercises.mystery_labels(tok, train_rows[0], mysteries["C"]), editable=False, title="run C")
 
+# %%
+W.TokenView(exercises.mystery_labels(tok, train_rows[0], mysteries["D"]), editable=False, title="run D")
+
 # %% [markdown]
 # ## Your diagnosis
 #
@@ -123,27 +129,51 @@ diagnosis = {name: None for name in mysteries}  # e.g. {"A": "eos_masked", ...}
 ### BEGIN SOLUTION
 diagnosis = exercises.mystery_assignment(SUSPECTS, MYSTERY_KEY)  # the answer key, from the parameter
 ### END SOLUTION
-checks = [exercises.check_diagnosis(diagnosis.get(name), run) for name, run in mysteries.items()]
+checks = exercises.check_diagnoses(diagnosis, mysteries)
 for name, check in zip(mysteries, checks):
     print(name, check)
 
-# %% nbgrader={"grade": true, "grade_id": "diagnosis-points", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": true, "grade_id": "diagnosis-points", "locked": true, "points": 4, "schema_version": 3, "solution": false, "task": false}
 # Points for nbgrader: 1 per correct diagnosis (the cell above gives the feedback).
 exercises.points(checks)
 
 # %% [markdown]
 # ## What gave each bug away
 #
-# * **EOS masked** (pad == EOS, padding masked by id): the curves look healthy, but the answers do not
-#   stop: the model never saw EOS as a target. In the token view the EOS is grey.
-# * **Prompt trained instead of the completion** (an inverted mask): the objective falls while the
-#   completion NLL barely moves; the model learns to continue prompts, not to answer.
-# * **Labels shifted one position too far** (shifting labels by hand for a model that shifts them
-#   again): every position learns to predict the token after next; the correctly measured completion
-#   NLL stays high and the answers come out garbled.
+# Each line below is measured from the runs' records by `exercises.clues`, against the healthy run: the
+# labels of the first training example, how far the objective is from the completion NLL measured on the
+# same batches (a healthy completion-only run optimises exactly that NLL, so the two are equal), the
+# NLLs over the last 10 steps, and the answers.
+
+# %% tags=["nbval-ignore-output"]
+for letter, run in mysteries.items():
+    print(f"run {letter}:")
+    for line in exercises.clues(run, healthy, tok, train_rows[0]):
+        print(f"    {line}")
+
+# %% [markdown]
+# What each bug is known for:
 #
-# Two more bugs change no label at all, only how the per-token losses are averaged (`per_sequence_mean`,
-# `accum_mean_of_means`): short answers then weigh more than long ones. Try them in the MaskingLab.
+# * **EOS masked**: the EOS label is -100, so the completion NLL, which includes the EOS, stays well above
+#   the healthy run's while the objective (which leaves the EOS out) falls.
+# * **Prompt trained instead of the completion**: prompt labels set and completion labels masked; the
+#   prompt NLL falls far below the healthy run's and the completion NLL stays high.
+# * **Labels shifted**: every label moved one position; the objective falls, but the completion NLL
+#   measured with the true next tokens stays high.
+# * **Accumulation averaging the micro-batch averages**: the labels are right and the curves look like
+#   the healthy run's, but the objective is no longer the completion NLL of the batch: only the averaging
+#   can be wrong.
+#
+# `exercises.confirm_hallmarks` checks each of these, with thresholds, on the runs above (it stops with an
+# error naming the run if one does not show), without naming which bug is where.
+
+# %%
+for line in exercises.confirm_hallmarks(healthy, mysteries, tok, train_rows[0]):
+    print(line)
+
+# %% [markdown]
+# One more bug changes no label, only how the per-token losses are averaged (`per_sequence_mean`: short
+# answers weigh more than long ones). Try it in the MaskingLab, or add it to `SUSPECTS`.
 
 # %%
 W.Quiz("sft-debugging", topics=["debugging", "reductions"])

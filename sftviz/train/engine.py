@@ -5,7 +5,8 @@ reduction) and then called once per step with the rows of that step. Why a step 
 
 * Padding is on the right and the model is causal, so real tokens never attend to padding: the body
   runs with an all-ones attention mask (the fast causal kernel; outputs at real tokens are identical)
-  and without the last column (the last token of ``[x, y]`` is a target, never an input).
+  and without the last column (the prediction at the last token of ``[x, y]`` is never scored, so
+  that token need not be fed in).
 * The output projection to the vocabulary is applied with gradient only where a trained target is
   predicted (the supervised-only head, as in :func:`sftviz.supervised_head_loss`) and without gradient
   where a target is only *measured* (e.g. prompt tokens under completion-only loss).
@@ -176,7 +177,7 @@ class Trainer:
     def forward(self, rows: torch.Tensor, measure: bool = True) -> MicroBatch:
         """Forward pass of the examples ``rows`` (CPU indices), trimmed to their longest real length."""
         t = self.table
-        width = int(t.lengths[rows].max()) - 1  # the last token is a target, never an input
+        width = int(t.lengths[rows].max()) - 1  # the prediction at the last token is never scored
         idx = rows.to(self.device)
         ids_in = t.ids[idx, :width]
         w, tgt, true = t.train_w[idx, :width], t.train_tgt[idx, :width], t.true_tgt[idx, :width]

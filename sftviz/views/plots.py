@@ -36,6 +36,7 @@ __all__ = [
     "figure_html",
     "label_text",
     "plot_example",
+    "plot_experiments",
     "plot_logprobs",
     "plot_runs",
     "plot_token_gradients",
@@ -47,10 +48,10 @@ MASKING_DASH = {name: m.mpl_dash for name, m in MASKINGS.items()}
 # Panels of a run plot: (key, record kind, title, y label)
 RUN_PANELS = [
     ("loss", "train", "objective (the loss optimised)", "nats / token"),
-    ("prompt_nll", "train", "prompt NLL", "nats / token"),
-    ("completion_nll", "train", "completion NLL", "nats / token"),
-    ("cond_logprob_per_token", "eval", "eval log Pr(y | x) per token", "nats"),
-    ("marg_logprob_per_token", "eval", "eval log Pr(x) per token", "nats"),
+    ("prompt_nll", "train", "prompt NLL (lower is better)", "nats / token"),
+    ("completion_nll", "train", "completion NLL (lower is better)", "nats / token"),
+    ("cond_logprob_per_token", "eval", "eval log Pr(y | x) per token (higher is better)", "nats"),
+    ("marg_logprob_per_token", "eval", "eval log Pr(x) per token (higher is better)", "nats"),
     ("grad_norm", "train", "gradient norm", "L2 norm"),
 ]
 
@@ -105,7 +106,7 @@ def plot_logprobs(report: ScoreReport, ax: Axes | None = None, *, max_tokens: in
             linewidth=0.4,
         )
     ax.set_xticks(xs)
-    ax.set_xticklabels([label_text(r["text"]) for r in recs], rotation=90, fontsize=7, family="monospace")
+    ax.set_xticklabels([label_text(r["text"]) for r in recs], rotation=90, fontsize=9, family="monospace")
     ax.set_ylabel("\u2212log Pr(token | before)  [nats]")
     ax2 = ax.twinx()
     ax2.plot(xs, [r["running_joint"] for r in recs], color="#000000", linewidth=1.2, label="\u03a3 joint so far")
@@ -117,7 +118,7 @@ def plot_logprobs(report: ScoreReport, ax: Axes | None = None, *, max_tokens: in
         Patch(facecolor=PART_COLOURS["y"], edgecolor="#333", hatch="///", label="completion token: in log Pr(y|x)"),
     ]
     handles += ax2.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, fontsize=7, loc="upper left")
+    ax.legend(handles=handles, fontsize=9, loc="upper left")
     ax.set_title(
         f"log Pr([x,y]) = {report.joint:.2f}  =  log Pr(x) {report.marginal:.2f}  +  log Pr(y|x) {report.conditional:.2f}",
         fontsize=9,
@@ -147,6 +148,10 @@ def _run_parts(run: object) -> tuple[str, str, list, list]:
     return str(name), kind, train, evals
 
 
+# Eval points of the runs of one plot: a marker shape per run as well as a colour.
+_MARKERS = "os^Dvp<>"
+
+
 def plot_runs(
     runs: object, *, panels: list[str] | tuple[str, ...] | None = None, figsize: tuple[float, float] = (11, 5.6)
 ) -> Figure:
@@ -170,21 +175,23 @@ def plot_runs(
             recs = train if where == "train" else evals
             pts = [(r["step"], r[key]) for r in recs if r.get(key) is not None and isinstance(r.get(key), (int, float))]
             if pts:
+                # Two evaluations (start and end) are points, not a line that invents the path between.
+                sparse = where == "eval" and len(pts) < 3
                 ax.plot(
                     [p[0] for p in pts],
                     [p[1] for p in pts],
-                    linestyle=masking_style(kind).mpl_dash,
+                    linestyle="none" if sparse else masking_style(kind).mpl_dash,
                     color=colour,
                     linewidth=1.4,
-                    marker="o" if where == "eval" else None,
-                    markersize=3,
+                    marker=_MARKERS[i % len(_MARKERS)] if where == "eval" else None,
+                    markersize=6 if sparse else 3,
                     label=name,
                 )
     for ax, (_key, where, title, ylabel) in zip(axes, panels):
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.set_ylabel(ylabel, fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.set_xlabel("step", fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.tick_params(labelsize=9)
         if not ax.lines:
             ax.text(
                 0.5,
@@ -193,11 +200,46 @@ def plot_runs(
                 ha="center",
                 va="center",
                 transform=ax.transAxes,
-                fontsize=8,
+                fontsize=9,
                 color="#555555",
             )
     if runs and axes[0].lines:
-        axes[0].legend(fontsize=7)
+        axes[0].legend(fontsize=9)
+    return fig
+
+
+def plot_experiments(experiments: object, *, figsize: tuple[float, float] | None = None) -> Figure:
+    """Held-out scores at the end of the runs of one or more :class:`~sftviz.train.experiment.Experiment`.
+
+    One row per experiment (dataset), two panels: exact match and log Pr(y|x) per token, both "higher
+    is better". Each masking shows every seed's value as a dot and the mean ± sd as a bar with a
+    marker, so the spread is as visible as the mean. NLL curves (lower is better) are for :func:`plot_runs`.
+    """
+    from ..train.experiment import METRICS, Experiment, masking_words
+
+    exps = list(experiments) if isinstance(experiments, (list, tuple)) else [experiments]
+    if not exps or not all(isinstance(e, Experiment) for e in exps):
+        raise TypeError("plot_experiments takes an Experiment (from sv.masking_experiment) or a list of them.")
+    fig = _figure(figsize or (10, 2.9 * len(exps)))
+    for row, exp in enumerate(exps):
+        for col, metric in enumerate(METRICS):
+            ax = fig.add_subplot(len(exps), len(METRICS), row * len(METRICS) + col + 1)
+            summary, finals = exp.summary(metric), exp.final(metric)
+            for i, m in enumerate(exp.maskings):
+                colour = RUN_COLOURS[i % len(RUN_COLOURS)]
+                ax.scatter([i + 0.15] * len(finals[m]), finals[m], s=18, color=colour, alpha=0.6, marker="x")
+                mean, sd = summary[m]
+                ax.errorbar(
+                    [i - 0.1], [mean], yerr=[sd], fmt=_MARKERS[i % len(_MARKERS)], color=colour, capsize=4, markersize=7
+                )
+            ax.set_xticks(range(len(exp.maskings)), [masking_words(m) for m in exp.maskings], fontsize=9)
+            ax.set_xlim(-0.6, len(exp.maskings) - 0.4)
+            name, unit = METRICS[metric]
+            ax.set_ylabel("share of answers" if unit == "share" else "nats (higher is better)", fontsize=9)
+            ax.set_title(f"{exp.dataset + ': ' if exp.dataset else ''}{name} (higher is better)", fontsize=10)
+            ax.tick_params(labelsize=9)
+            if unit == "share":
+                ax.yaxis.set_major_formatter(lambda v, _pos: f"{v:.0%}")
     return fig
 
 
@@ -241,15 +283,15 @@ def plot_token_gradients(
     ax.set_xticklabels(
         [label_text(r["text"]) + (" \u2713" if r["trained"] else "") for r in recs],
         rotation=90,
-        fontsize=7,
+        fontsize=9,
         family="monospace",
     )
     ax.set_ylabel(
-        "|d loss / d input embedding|" if what == "input" else "target's share of the weight gradient", fontsize=8
+        "|d loss / d input embedding|" if what == "input" else "target's share of the weight gradient", fontsize=9
     )
     if log_scale:
         ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     ax.set_title(
         f"{d['cosine']:.3f} = cosine(completion-only gradient, full gradient)  (\u2713 = trained target)", fontsize=9
     )
@@ -273,10 +315,10 @@ def plot_token_gradients(
         label="full",
     )
     axl.set_yticks(ys)
-    axl.set_yticklabels(names, fontsize=7)
+    axl.set_yticklabels(names, fontsize=9)
     axl.invert_yaxis()
-    axl.set_xlabel("gradient norm per parameter group", fontsize=8)
-    axl.tick_params(labelsize=7)
+    axl.set_xlabel("gradient norm per parameter group", fontsize=9)
+    axl.tick_params(labelsize=9)
     return fig
 
 
@@ -285,28 +327,35 @@ def plot_token_gradients(
 # --------------------------------------------------------------------------------------------
 
 
-def plot_example(example: Example | ScoreReport, ax: Axes | None = None, *, per_row: int = 16) -> Figure:
+def plot_example(
+    example: Example | ScoreReport, ax: Axes | None = None, *, per_row: int = 16, show_ids: bool = False
+) -> Figure:
     """The tokens of an example as boxes: trained ones solid with a thick edge and a check mark,
-    masked ones hatched and grey (for slides and papers; the widgets are interactive)."""
+    masked ones hatched and grey (for slides and papers; the widgets are interactive).
+
+    ``show_ids=True`` writes under each box its position, its token id and its label (the id where
+    the token is a target, -100 where it is not): the picture of a toy example's labels.
+    """
     from matplotlib.patches import Rectangle
 
     ex, _ = example_and_report(example)
     n = len(ex)
     nrows = math.ceil(n / per_row)
+    step = 1.9 if show_ids else 1.0  # the height of one row of boxes, in box units
     fig = None
     if ax is None:
-        fig = _figure((per_row * 0.75, 0.55 * nrows + 0.5))
+        fig = _figure((per_row * (1.0 if show_ids else 0.75), (0.55 * step) * nrows + 0.5))
         ax = fig.add_subplot()
     for t in range(n):
         r, c = divmod(t, per_row)
+        y = -r * step
         trained = ex.labels[t] != IGNORE_INDEX
-        face = segment(ex.segments[t]).tint
         ax.add_patch(
             Rectangle(
-                (c, -r),
+                (c, y),
                 0.92,
                 0.8,
-                facecolor=face,
+                facecolor=segment(ex.segments[t]).tint,
                 hatch=None if trained else "////",
                 edgecolor="#000000" if trained else "#8c8c8c",
                 linewidth=1.6 if trained else 0.6,
@@ -315,17 +364,30 @@ def plot_example(example: Example | ScoreReport, ax: Axes | None = None, *, per_
         )
         ax.text(
             c + 0.46,
-            -r + 0.4,
+            y + 0.4,
             label_text(ex.tokens[t])[:8] + (" \u2713" if trained else ""),
             ha="center",
             va="center",
-            fontsize=7,
+            fontsize=9,
             family="monospace",
             color="#1a1a1a" if trained else "#4a4a4a",
             fontweight="bold" if trained else "normal",
         )
+        if show_ids:
+            label = "\u2212100" if not trained else str(ex.labels[t])
+            ax.text(
+                c + 0.46,
+                y - 0.12,
+                f"pos {t}\nid {ex.input_ids[t]}\nlabel {label}",
+                ha="center",
+                va="top",
+                fontsize=9,
+                family="monospace",
+                color="#1a1a1a",
+            )
+    bottom = -(nrows - 1) * step - (0.95 if show_ids else 0.1)
     ax.set_xlim(-0.1, per_row)
-    ax.set_ylim(-nrows + 0.9, 0.9)
+    ax.set_ylim(bottom, 0.9)
     ax.axis("off")
-    ax.set_title("solid + \u2713: trained target;  hatched, dashed: masked (label \u2212100)", fontsize=8)
+    ax.set_title("solid + \u2713: trained target;  hatched, dashed: masked (label \u2212100)", fontsize=9)
     return fig if fig is not None else ax.figure

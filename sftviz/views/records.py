@@ -163,7 +163,7 @@ def tooltip_lines(rec: dict, tokens: list[str]) -> list[str]:
     else:
         lines.append(f"predicted from position {t - 1} ({tokens[t - 1]!r}): the logits there score this token")
     if rec["next_text"] is None:
-        lines.append("predicts: nothing (the last token is a target, never an input)")
+        lines.append("predicts: nothing (the prediction at the last token is never scored)")
     else:
         state = "trained" if rec["next_trained"] else "masked, not in the loss"
         lines.append(f"predicts position {t + 1} ({rec['next_text']!r}): {state}")
@@ -299,7 +299,7 @@ def _gradient_tip(position, text, segment, trained, name, im, ifull, tm, tf, las
             + ("\u2013" if tf is None else f"{tf:.3g}")
         )
     if last:
-        tip.append("last token: a target, never an input, so no gradient reaches its input embedding")
+        tip.append("last token: its own prediction is never scored, so no gradient reaches its input embedding")
     return tip
 
 

@@ -1,0 +1,217 @@
+"""The diagnosis exercise (notebook 5): mystery runs with hidden bugs, and the evidence that gives each away.
+
+:func:`mystery_runs` trains a healthy run and one run per suspected bug, with the bugs' names hidden;
+:func:`mystery_labels` shows the labels a run's pipeline built; :func:`evidence` measures, from a run's
+record, what a careful engineer would look at; :func:`clues` turns that into sentences, each compared
+with the healthy run. :func:`sftviz.exercises.check_diagnosis` grades the answers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .data import Example
+
+if TYPE_CHECKING:
+    from .train.runs import Run
+
+
+def _check_suspects(suspects):
+    from .faults import FAULTS
+
+    if isinstance(suspects, str) or not isinstance(suspects, (list, tuple)):
+        raise TypeError("suspects must be a list of fault names, e.g. ['eos_masked', 'prompt_trained'].")
+    unknown = [s for s in suspects if s not in FAULTS]
+    if unknown:
+        raise ValueError(f"Unknown fault(s) {unknown}; choose from: {', '.join(FAULTS)}.")
+    if len(set(suspects)) != len(suspects) or not 2 <= len(suspects) <= 6:
+        raise ValueError("Give between 2 and 6 different suspects.")
+
+
+def mystery_assignment(suspects: list[str], key: int | str) -> dict[str, str]:
+    """Which suspect goes into which mystery run: ``{"A": fault, "B": fault, ...}``, decided by ``key``.
+
+    This is the instructor's answer key. ``key`` (an int or a string, e.g. the term: ``"2026-fall"``) is
+    a parameter of the diagnosis notebook, so each term can get another assignment without editing
+    code; the student version calls only :func:`mystery_runs` and never prints this.
+    """
+    import random
+
+    _check_suspects(suspects)
+    if isinstance(key, bool) or not isinstance(key, (int, str)):
+        raise TypeError(f"key must be an int or a string (e.g. the term, '2026-fall'), got {type(key).__name__}.")
+    order = list(suspects)
+    random.Random(f"sftviz-mystery:{key}").shuffle(order)
+    return dict(zip("ABCDEF", order))
+
+
+def mystery_runs(
+    model: Any,
+    tok: Any,
+    data: list,
+    suspects: list[str],
+    *,
+    steps: int = 150,
+    seed: int = 0,
+    key: int | str | None = None,
+    **finetune_kwargs: Any,
+) -> tuple[Run, dict[str, Run]]:
+    """Fine-tune one healthy run and one run per suspected bug, with the bugs' names hidden.
+
+    Args:
+        suspects: fault names from :data:`sftviz.faults.FAULTS` (2 to 6 of them, all different).
+        seed: the training seed of every run.
+        key: decides which bug is in which run (see :func:`mystery_assignment`); default: ``seed``.
+        **finetune_kwargs: passed to :func:`sftviz.finetune` (``eval_data``, ``lr``, ...).
+
+    Returns:
+        ``(healthy, {"A": run, "B": run, ...})``. Each mystery run's record says ``fault: "hidden"``;
+        :func:`sftviz.exercises.check_diagnosis` knows the truth.
+    """
+    from .train import finetune
+
+    assignment = mystery_assignment(suspects, seed if key is None else key)
+    finetune_kwargs.setdefault("progress", False)
+    healthy = finetune(model, tok, data, "completion", steps=steps, seed=seed, **finetune_kwargs)
+    healthy.name = "healthy"
+    runs = {}
+    for letter, fault in assignment.items():
+        run = finetune(model, tok, data, "completion", steps=steps, seed=seed, fault=fault, **finetune_kwargs)
+        run.hidden_fault = fault
+        run.config["fault"] = "hidden"
+        run.name = f"run {letter}"
+        runs[letter] = run
+    return healthy, runs
+
+
+def mystery_labels(tok: Any, row: dict, run: Run) -> Example:
+    """The example built from ``row`` with the labels that ``run``'s (possibly buggy) pipeline trained on."""
+    from dataclasses import replace
+
+    from .collate import collate_examples
+    from .data import build_example
+    from .faults import apply_label_fault
+
+    fault = getattr(run, "hidden_fault", None) or run.config.get("fault")
+    ex = build_example(tok, **row, masking=run.config.get("masking", "completion"), warn=False)
+    batch = collate_examples([ex], tok.pad_token_id, extras=True)
+    batch = apply_label_fault(fault, batch, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+    labels = batch["labels"][0].tolist()
+    weights = batch["loss_weights"][0].tolist()
+    return replace(ex, labels=labels, weights=weights, masking="custom" if fault else ex.masking, notes=list(ex.notes))
+
+
+def _tail_mean(values: list[float], n: int = 10) -> float:
+    tail = [v for v in values if v is not None][-n:]
+    return sum(tail) / len(tail) if tail else float("nan")
+
+
+def evidence(run: Run, tok: Any, row: dict) -> dict[str, Any]:
+    """What a run's record shows, measured the same way for every run (healthy or not).
+
+    Returns a dict: ``objective_gap`` (the mean over steps of ``|objective - completion NLL| /
+    completion NLL``: 0 for a healthy completion-only run, whose objective *is* the completion NLL of the
+    batch), ``completion_nll_end`` and ``prompt_nll_end`` (means over the last 10 steps, measured with the
+    true next tokens), ``exact_match`` and ``stop_rate`` of the last evaluation, and ``label_changes``:
+    for the example built from ``row``, how many positions of each segment have labels other than the
+    correct completion-only labels, and ``shifted``: whether the labels are the correct ones moved one
+    position.
+    """
+    if not getattr(run, "history", None):
+        raise ValueError("evidence needs a run with a training history (from mystery_runs or sv.finetune).")
+    gaps = [
+        abs(r.loss - r.completion_nll) / r.completion_nll
+        for r in run.history
+        if r.loss is not None and r.completion_nll
+    ]
+    last = run.evals[-1] if run.evals else {}
+    built = mystery_labels(tok, row, run)
+    right = built.with_masking("completion").labels
+    changes: dict[str, int] = {}
+    for seg, a, b in zip(built.segments, built.labels, right):
+        if a != b:
+            changes[seg] = changes.get(seg, 0) + 1
+    return {
+        "objective_gap": sum(gaps) / len(gaps) if gaps else float("nan"),
+        "completion_nll_end": _tail_mean([r.completion_nll for r in run.history]),
+        "prompt_nll_end": _tail_mean([r.prompt_nll for r in run.history]),
+        "exact_match": last.get("exact_match"),
+        "stop_rate": last.get("stop_rate"),
+        "label_changes": changes,
+        "shifted": bool(changes) and built.labels[:-1] == right[1:],
+    }
+
+
+def clues(run: Run, healthy: Run, tok: Any, row: dict) -> list[str]:
+    """Sentences, generated from the two runs' records, that compare ``run`` with the healthy run."""
+    e, h = evidence(run, tok, row), evidence(healthy, tok, row)
+    out = []
+    if e["label_changes"]:
+        where = ", ".join(f"{n} {seg}" for seg, n in e["label_changes"].items())
+        shifted = " (the correct labels moved one position)" if e["shifted"] else ""
+        out.append(f"labels: {where} position(s) differ from the correct completion-only labels{shifted}")
+    else:
+        out.append("labels: identical to the correct completion-only labels")
+    out.append(
+        f"objective vs the completion NLL measured on the same batches: {e['objective_gap']:.1%} apart on "
+        f"average (healthy: {h['objective_gap']:.1%})"
+    )
+    out.append(
+        f"completion NLL over the last 10 steps: {e['completion_nll_end']:.2f} nats (healthy: "
+        f"{h['completion_nll_end']:.2f}); prompt NLL: {e['prompt_nll_end']:.2f} (healthy: {h['prompt_nll_end']:.2f})"
+    )
+    if e["exact_match"] is not None and h["exact_match"] is not None:
+        out.append(
+            f"answers: {e['exact_match']:.0%} exact, {e['stop_rate']:.0%} stop (healthy: "
+            f"{h['exact_match']:.0%} exact, {h['stop_rate']:.0%} stop)"
+        )
+    return out
+
+
+#: What each bug is known for, as a test on its run's :func:`evidence` ``e`` against the healthy run's ``ok``.
+HALLMARKS = {
+    "eos_masked": (
+        "the EOS label is -100, and the completion NLL (which includes the EOS) ends 5 times the healthy run's",
+        lambda e, ok: e["label_changes"] == {"eos": 1} and e["completion_nll_end"] > 5 * ok["completion_nll_end"],
+    ),
+    "prompt_trained": (
+        "prompt labels are set, the prompt NLL ends below a fifth of the healthy run's and the completion NLL "
+        "above 10 times it",
+        lambda e, ok: (
+            "prompt" in e["label_changes"]
+            and e["prompt_nll_end"] < ok["prompt_nll_end"] / 5
+            and e["completion_nll_end"] > 10 * ok["completion_nll_end"]
+        ),
+    ),
+    "shifted_labels": (
+        "the labels are the right ones moved one position, and the completion NLL ends above 10 times the healthy run's",
+        lambda e, ok: e["shifted"] and e["completion_nll_end"] > 10 * ok["completion_nll_end"],
+    ),
+    "accum_mean_of_means": (
+        "the labels are right, yet the objective is not the completion NLL of the batch",
+        lambda e, ok: not e["label_changes"] and e["objective_gap"] > 1e-4,
+    ),
+}
+
+
+def confirm_hallmarks(healthy: Run, mysteries: dict[str, Run], tok: Any, row: dict) -> list[str]:
+    """Check that each mystery run shows what its (hidden) bug is known for (:data:`HALLMARKS`).
+
+    Returns one line per run that says so, without naming the bug; raises ``AssertionError`` naming the run
+    and the hallmark that did not show. The healthy run must have its objective equal to its completion
+    NLL and correct labels. Bugs without a hallmark here are skipped (and say so).
+    """
+    ok = evidence(healthy, tok, row)
+    if not (ok["objective_gap"] < 1e-6 and not ok["label_changes"]):
+        raise AssertionError("the healthy run should have correct labels and optimise exactly its completion NLL.")
+    lines = []
+    for letter, run in mysteries.items():
+        fault = getattr(run, "hidden_fault", None) or run.config.get("fault")
+        if fault not in HALLMARKS:
+            lines.append(f"run {letter}: no hallmark is defined for its bug; not checked")
+            continue
+        what, holds = HALLMARKS[fault]
+        if not holds(evidence(run, tok, row), ok):
+            raise AssertionError(f"run {letter} does not show the hallmark of its bug: {what}.")
+        lines.append(f"run {letter}: the hallmark of its bug shows")
+    return lines

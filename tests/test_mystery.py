@@ -1,0 +1,90 @@
+"""The diagnosis exercise's evidence: measured from a run's record, the same way for every run."""
+
+import pytest
+
+import sftviz as sv
+from sftviz import exercises
+from sftviz.train.records import EvalRecord, StepRecord
+from sftviz.train.runs import Run
+
+ROW = {"prompt": "Question: How much is the lamp?\nAnswer:", "completion": " 12 dollars."}
+
+
+def _run(fault=None, loss=0.1, completion=0.1, prompt=5.0, em=0.8, stop=1.0):
+    history = [StepRecord(step=k, loss=loss, completion_nll=completion, prompt_nll=prompt) for k in range(1, 21)]
+    run = Run(config={"masking": "completion", "fault": "hidden" if fault else None}, history=history)
+    run.evals = [EvalRecord(step=20, exact_match=em, stop_rate=stop)]
+    run.hidden_fault = fault
+    return run
+
+
+def test_evidence_of_a_healthy_run(gpt2_tok_padded):
+    e = exercises.evidence(_run(), gpt2_tok_padded, ROW)
+    assert e["objective_gap"] == 0 and e["label_changes"] == {} and not e["shifted"]
+    assert e["completion_nll_end"] == pytest.approx(0.1) and e["exact_match"] == 0.8
+
+
+@pytest.mark.parametrize(
+    "fault, changes, shifted",
+    [("eos_masked", {"eos": 1}, False), ("shifted_labels", None, True), ("accum_mean_of_means", {}, False)],
+)
+def test_evidence_reads_the_labels_each_bug_builds(gpt2_tok_padded, fault, changes, shifted):
+    e = exercises.evidence(_run(fault), gpt2_tok_padded, ROW)
+    if changes is not None:
+        assert e["label_changes"] == changes
+    assert e["shifted"] is shifted
+
+
+def test_prompt_trained_changes_prompt_and_completion_labels(gpt2_tok_padded):
+    e = exercises.evidence(_run("prompt_trained"), gpt2_tok_padded, ROW)
+    assert e["label_changes"]["prompt"] > 0 and e["label_changes"]["completion"] > 0
+
+
+def test_clues_compare_with_the_healthy_run(gpt2_tok_padded):
+    lines = exercises.clues(_run("eos_masked", loss=0.05, completion=1.5), _run(), gpt2_tok_padded, ROW)
+    assert lines[0] == "labels: 1 eos position(s) differ from the correct completion-only labels"
+    assert "96.7% apart on average (healthy: 0.0%)" in lines[1]
+    assert "1.50 nats (healthy: 0.10)" in lines[2] and "80% exact" in lines[3]
+
+
+def test_confirm_hallmarks_passes_and_fails_by_the_numbers(gpt2_tok_padded):
+    healthy = _run()
+    good = {"A": _run("eos_masked", completion=1.5), "B": _run("accum_mean_of_means", loss=0.11)}
+    lines = exercises.confirm_hallmarks(healthy, good, gpt2_tok_padded, ROW)
+    assert lines == ["run A: the hallmark of its bug shows", "run B: the hallmark of its bug shows"]
+    assert "eos" not in " ".join(lines)  # the lines do not name the bug
+    with pytest.raises(AssertionError, match="run B does not show"):
+        exercises.confirm_hallmarks(healthy, {"B": _run("accum_mean_of_means")}, gpt2_tok_padded, ROW)
+    with pytest.raises(AssertionError, match="healthy run"):
+        exercises.confirm_hallmarks(_run(loss=0.2), good, gpt2_tok_padded, ROW)
+    other = exercises.confirm_hallmarks(healthy, {"C": _run("per_sequence_mean")}, gpt2_tok_padded, ROW)
+    assert other == ["run C: no hallmark is defined for its bug; not checked"]
+
+
+def test_evidence_needs_a_history(gpt2_tok_padded):
+    with pytest.raises(ValueError, match="training history"):
+        exercises.evidence(Run(config={}), gpt2_tok_padded, ROW)
+
+
+def test_mystery_runs_hide_the_bug(tiny_model, gpt2_tok_padded):
+    rows = [ROW] * 8
+    healthy, runs = exercises.mystery_runs(
+        tiny_model, gpt2_tok_padded, rows, ["eos_masked", "accum_mean_of_means"], steps=2, batch_size=2, grad_accum=2
+    )
+    assert list(runs) == ["A", "B"] and all(r.config["fault"] == "hidden" for r in runs.values())
+    assert sorted(r.hidden_fault for r in runs.values()) == ["accum_mean_of_means", "eos_masked"]
+    assert healthy.config["fault"] is None and isinstance(healthy, sv.Run)
+
+
+def test_check_diagnoses_reads_a_dict_or_a_list_and_never_crashes():
+    a, b = _run("eos_masked"), _run("shifted_labels")
+    runs = {"A": a, "B": b}
+    assert all(exercises.check_diagnoses({"A": "eos_masked", "B": "shifted_labels"}, runs))
+    assert all(exercises.check_diagnoses(["eos_masked", "shifted_labels"], runs))
+    partial = exercises.check_diagnoses({"A": "eos_masked"}, runs)
+    assert partial[0] and not partial[1].answered
+    for answer in (["eos_masked"], "eos_masked", 3, None):
+        fbs = exercises.check_diagnoses(answer, runs)
+        assert len(fbs) == 2 and not any(fbs) and "dict from run letter" in fbs[0].message
+    with pytest.raises(TypeError, match="mystery runs"):
+        exercises.check_diagnoses({}, [])
