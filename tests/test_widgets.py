@@ -14,6 +14,7 @@ import pytest
 
 import sftviz as sv
 from sftviz import widgets as W
+from sftviz.views.html import RUN_COLUMNS
 from sftviz.widgets import masking_lab
 
 HOSTILE = "<img src=x onerror=alert(1)> </script><script>alert(2)</script> \"q\" & 'a'"
@@ -467,6 +468,11 @@ def test_lab_runs_in_the_background_and_draws(tiny_model, gpt2_tok, monkeypatch)
     assert masking_lab.LabRun(1, {"masking": "full"}).traces == []
     assert lab.panel.progress == 1.0 and "finished" in lab.panel.status
     assert lab.panel.runs[0]["steps"] == "7/7" and lab.panel.runs[0]["eval_cond"] == -2.0
+    # two runs must never look identical: the table shows the learning rate and the seed
+    assert lab.panel.runs[0]["lr"] == "0.003" and lab.panel.runs[0]["seed"] == 2
+    assert [k for k, _ in lab.panel.columns] == [k for k, _ in RUN_COLUMNS] and "lr" in dict(lab.panel.columns)
+    table = lab.panel.static_html()
+    assert "<th>learning rate</th><th>seed</th>" in table and "<td>0.003</td>" in table
     assert not lab.w_run.disabled and lab.w_stop.disabled
     assert repr(lab) == "MaskingLab(2 training rows, 1 runs)"
     html = assert_static(lab)

@@ -391,6 +391,8 @@ RUN_COLUMNS = (
     ("masking", "masking"),
     ("fault", "fault"),
     ("steps", "steps"),
+    ("lr", "learning rate"),
+    ("seed", "seed"),
     ("status", "status"),
     ("loss", "objective"),
     ("prompt_nll", "prompt NLL"),

@@ -38,9 +38,14 @@ function render({ model, el }) {
 
   let timer = null;
   const push = () => {
+    // Both boxes go to the model before the debounce ends: each model.set redraws the text, and while
+    // the timer is still set drawText leaves both boxes alone (clearing it first let the prompt's
+    // redraw put the old completion back into the completion box).
+    const prompt = promptBox.value;
+    const completion = completionBox.value;
+    model.set("prompt", prompt);
+    model.set("completion", completion);
     timer = null;
-    model.set("prompt", promptBox.value);
-    model.set("completion", completionBox.value);
     model.save_changes();
     status.textContent = "scoring\u2026";
   };

@@ -16,9 +16,8 @@ function render({ model, el }) {
   root.append(about, row, status, error, tableWrap);
   el.appendChild(root);
 
-  const cols = [["name", "run"], ["masking", "masking"], ["fault", "fault"], ["steps", "steps"], ["status", "status"],
-    ["loss", "objective"], ["prompt_nll", "prompt NLL"], ["completion_nll", "completion NLL"], ["eval_cond", "eval log Pr(y|x)/token"]];
   function draw() {
+    const cols = model.get("columns") || [];  // [key, heading] pairs, from views/html.py's RUN_COLUMNS
     about.textContent = model.get("about") || "";
     about.classList.toggle("sftviz-hidden", !model.get("about"));
     bar.value = model.get("progress") || 0;
@@ -44,7 +43,7 @@ function render({ model, el }) {
     tableWrap.replaceChildren(table);
   }
   const unbindError = svBindError(model, error);
-  const off = svOn(model, ["about", "progress", "progress_text", "status", "running", "runs"], draw);
+  const off = svOn(model, ["about", "progress", "progress_text", "status", "running", "runs", "columns"], draw);
   draw();
   return () => { off(); unbindError(); };
 }

@@ -10,7 +10,7 @@ import ipywidgets as W
 import traitlets
 
 from ..faults import FAULTS
-from ..views.html import runs_table_html
+from ..views.html import RUN_COLUMNS, runs_table_html
 from ..views.vocab import FAULT_PLOTLY_DASH, LAB_RUN_COLOURS, masking_kind, masking_options, masking_style
 from ._base import SftvizWidget, error_message, json_safe, module_source, stylesheet, with_static_view
 
@@ -84,6 +84,8 @@ class LabRun:
             else f"plw {self.config['masking']:g}",
             "fault": self.config.get("fault") or "none",
             "steps": f"{len(self.history)}/{self.config['steps']}",
+            "lr": f"{self.config['lr']:g}",
+            "seed": self.config.get("seed", 0),
             "status": self.status,
             "loss": last.get("loss"),
             "prompt_nll": last.get("prompt_nll"),
@@ -107,6 +109,8 @@ class LabPanel(SftvizWidget):
     running = traitlets.Bool(False).tag(sync=True)
     about = traitlets.Unicode("").tag(sync=True)
     runs = traitlets.List().tag(sync=True)
+    # The runs table's columns, (key in a run's summary, heading): one list for the live and static tables.
+    columns = traitlets.List(json_safe([list(c) for c in RUN_COLUMNS])).tag(sync=True)
 
     def static_html(self) -> str:
         """The runs table as static HTML."""

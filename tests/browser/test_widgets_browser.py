@@ -180,6 +180,41 @@ def test_too_long_completion_shows_an_error_and_keeps_the_text(nb):
     nb.poll("the error to clear once the text fits again", lambda: err.is_hidden(), timeout=30)
 
 
+def test_fast_typing_in_both_boxes_keeps_every_character(nb):
+    """Edit the prompt, then the completion, within the debounce: neither box may revert, and the scores follow."""
+    out = nb.output(EXPLORER)
+    prompt_box = out.locator("textarea.sftviz-text-prompt")
+    completion_box = out.locator("textarea.sftviz-text-completion")
+    prompt0, completion0 = prompt_box.input_value(), completion_box.input_value()
+    s0 = nb.js(SUMS)
+    want = (prompt0 + " Please", completion0 + " Bye")
+    # An edit of each box within a few milliseconds (well inside the debounce), as the browser reports
+    # typing: the value changes, then an input event. Done in the page in one go, so that the test does
+    # not depend on how fast the test driver can send keys.
+    nb.js(
+        """([p, c]) => { const q = s => document.querySelector(".sftviz-lpx textarea.sftviz-text-" + s);
+        const pb = q("prompt"), cb = q("completion");
+        pb.focus(); pb.value = p; pb.dispatchEvent(new InputEvent("input", {bubbles: true, data: "e"}));
+        cb.focus(); cb.value = c; cb.dispatchEvent(new InputEvent("input", {bubbles: true, data: "e"})); }""",
+        list(want),
+    )
+
+    def settled():
+        s = nb.js(SUMS)
+        boxes = (prompt_box.input_value(), completion_box.input_value())
+        return (
+            s if boxes == want and s["marginal"] != s0["marginal"] and s["conditional"] != s0["conditional"] else None
+        )
+
+    s1 = nb.poll("both boxes to keep the typed text and the scores to follow both", settled, timeout=30)
+    nb.page.wait_for_timeout(600)  # past the debounce and the round trip: nothing may revert afterwards
+    assert (prompt_box.input_value(), completion_box.input_value()) == want
+    assert abs(_num(s1["joint"]) - (_num(s1["marginal"]) + _num(s1["conditional"]))) < 0.0025, s1
+    prompt_box.fill(prompt0)  # leave the widget as the later tests expect it
+    completion_box.fill(completion0)
+    nb.poll("the original text to be scored again", lambda: nb.js(SUMS) == s0 or None, timeout=30)
+
+
 # --------------------------------------------------------------------------------------------
 # MaskingLab
 # --------------------------------------------------------------------------------------------
@@ -241,6 +276,8 @@ def test_masking_lab_curves_grow_while_training_and_stop_keeps_them(nb):
     _points_when(nb, "run #2's loss curve to grow while training", lambda p: p[6] > first, timeout=30)
     assert "stopped" not in nb.js(LAB_STATUS) and stop_btn.is_enabled(), "run #2 is not running before Stop"
     assert "1000" in out.locator(".sftviz-labpanel").inner_text(), "run #2 did not take the 1000 steps typed in the box"
+    heads = out.locator(".sftviz-labpanel th").all_inner_texts()
+    assert "learning rate" in heads and "seed" in heads, f"the runs table should show lr and seed: {heads}"
     stop_btn.click()
     status = nb.poll("MaskingLab run #2 to stop after Stop", _lab_finished(nb, 2, "stopped"), timeout=60)
     pts = nb.js(POINTS)
