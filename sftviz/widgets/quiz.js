@@ -24,6 +24,10 @@ function render({ model, el }) {
     score.textContent = model.get("score_text") || "";
     const responses = model.get("responses") || {};
     const feedback = model.get("feedback") || {};
+    // Keep the keyboard focus on the same choice across the redraw that every answer causes.
+    const f = list.contains(document.activeElement) ? document.activeElement : null;
+    const card0 = f && f.closest ? f.closest(".sftviz-qcard") : null;
+    const keep = card0 && f.dataset.sftvizChoice !== undefined ? [card0.dataset.sftvizQuestion, f.dataset.sftvizChoice] : null;
     list.replaceChildren();
     (model.get("questions") || []).forEach((q, n) => {
       const card = svEl("div", "sftviz-qcard");
@@ -62,6 +66,11 @@ function render({ model, el }) {
       }
       list.append(card);
     });
+    if (keep) {
+      const again = list.querySelector('.sftviz-qcard[data-sftviz-question="' + CSS.escape(keep[0]) +
+        '"] .sftviz-choice[data-sftviz-choice="' + keep[1] + '"]');
+      if (again) again.focus({ preventScroll: true });
+    }
   }
   const unbindError = svBindError(model, error);
   const off = svOn(model, ["questions", "responses", "feedback", "score_text", "title", "description"], draw);

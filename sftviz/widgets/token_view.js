@@ -17,7 +17,10 @@ function render({ model, el }) {
   const body = svEl("div", "sftviz-body");
   const notes = svEl("div");
   const legend = svEl("div");
-  root.append(title, summary, controls, error, body, notes, legend);
+  // Screen readers hear what a toggle changed (the view itself is redrawn from Python).
+  const live = svEl("div", "sftviz-sr-only");
+  live.setAttribute("aria-live", "polite");
+  root.append(title, summary, controls, error, body, notes, legend, live);
   el.appendChild(root);
   const tip = svTooltip(root);
 
@@ -27,6 +30,9 @@ function render({ model, el }) {
     if (model.get("editable") && role !== "input") {
       c.tabIndex = 0;
       c.setAttribute("role", "button");
+      c.setAttribute("aria-pressed", rec.trained ? "true" : "false");
+      c.setAttribute("aria-label", "token " + rec.position + " " + JSON.stringify(rec.text) + ", " +
+        svSegmentWords(rec.segment) + ", " + (rec.trained ? "trained" : "masked") + ". " + (rec.tip || []).join(". "));
     }
     return c;
   }
@@ -40,6 +46,9 @@ function render({ model, el }) {
     shiftBox.checked = shifted;
     hint.classList.toggle("sftviz-hidden", !model.get("editable"));
     root.classList.toggle("sftviz-editable", !!model.get("editable"));
+    // Keep the keyboard focus on the same token across the redraw (a toggle redraws the whole strip).
+    const focused = body.contains(document.activeElement) ? document.activeElement : null;
+    const keep = focused && focused.dataset ? [focused.dataset.sftvizPosition, focused.dataset.sftvizRole] : null;
     body.replaceChildren();
     if (shifted) {
       body.appendChild(svEl("div", "sftviz-caption",
@@ -69,7 +78,19 @@ function render({ model, el }) {
     }
     notes.replaceChildren(...(model.get("notes") || []).map((n) => svEl("div", "sftviz-note", n)));
     legend.replaceChildren(svLegend(recs.map((r) => r.segment)));
+    if (keep) {
+      const again = body.querySelector('.sftviz-tok[data-sftviz-position="' + keep[0] + '"][data-sftviz-role="' + keep[1] + '"]');
+      if (again) again.focus({ preventScroll: true });
+    }
+    if (pending !== null) {
+      const rec = recs[pending];
+      const n = recs.filter((r) => r.trained).length;
+      if (rec) live.textContent = "token " + pending + " " + JSON.stringify(rec.text) + " now " +
+        (rec.trained ? "trained" : "masked") + "; " + n + " trained targets";
+      pending = null;
+    }
   }
+  let pending = null;  // the position just toggled, announced once the redraw shows its new state
 
   function toggleFrom(target) {
     if (!model.get("editable")) return;
@@ -79,6 +100,7 @@ function render({ model, el }) {
     const trained = (model.get("trained") || []).slice();
     if (!(pos >= 0 && pos < trained.length)) return;
     trained[pos] = !trained[pos];
+    pending = pos;
     model.set("trained", trained);
     model.save_changes();
   }

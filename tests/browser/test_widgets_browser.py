@@ -112,6 +112,41 @@ def test_click_flips_a_token_through_python(nb):
     assert want == {i for i, t in enumerate(exp["trained"]) if t}  # back where it started
 
 
+PRESSED_AT = """p => { const e = document.querySelector(
+    ".sftviz-tokenview .sftviz-tok[data-sftviz-role='token'][data-sftviz-position='" + p + "']");
+    return e ? e.getAttribute("aria-pressed") : null; }"""
+FOCUSED_POSITION = (
+    "() => { const a = document.activeElement; return a && a.dataset ? a.dataset.sftvizPosition : null; }"
+)
+
+
+def test_keyboard_toggle_keeps_focus_and_is_announced(nb):
+    exp = nb.expected
+    c = next(i for i, s in enumerate(exp["segments"]) if s == "completion")
+    chip = _token(nb, c)
+    live = nb.output(TOKENVIEW).locator(".sftviz-sr-only[aria-live='polite']")
+    assert chip.get_attribute("role") == "button"
+    for key in ("Enter", " "):  # toggle, then toggle back
+        before = chip.get_attribute("aria-pressed")
+        assert before in ("true", "false") and f"token {c} " in chip.get_attribute("aria-label")
+        flipped = "false" if before == "true" else "true"
+        chip.focus()
+        nb.page.keyboard.press(key)
+        nb.poll(
+            f"token {c} to be aria-pressed={flipped} after {key!r} on it",
+            lambda flipped=flipped: nb.js(PRESSED_AT, c) == flipped or None,
+            timeout=20,
+        )
+        assert nb.js(FOCUSED_POSITION) == str(c), "the focus left the toggled token (it should stay where it was)"
+        word = "trained" if flipped == "true" else "masked"
+        nb.poll(
+            f"the live region to announce token {c} now {word}",
+            lambda word=word: f"token {c} " in live.text_content() and f"now {word}" in live.text_content(),
+            timeout=10,
+        )
+    assert chip.get_attribute("aria-pressed") == ("true" if exp["trained"][c] else "false")  # back where it was
+
+
 def test_refused_click_shows_an_error_in_the_token_view(nb):
     before = _seen(nb)
     _token(nb, 0).click()  # position 0 (BOS) can never be a target
@@ -290,6 +325,29 @@ def test_masking_lab_curves_grow_while_training_and_stop_keeps_them(nb):
     assert nb.js(POINTS) == pts, "curves kept changing after the run stopped"
     assert run_btn.is_enabled() and stop_btn.is_disabled(), "after Stop, Run should be enabled and Stop disabled"
     nb.screenshot(out, "masking_lab")
+
+
+QUIZ = ".sftviz-quizw"
+
+
+def test_quiz_answer_by_keyboard_keeps_focus_on_the_choice(nb):
+    out = nb.output(QUIZ)
+    second = out.locator(".sftviz-qcard").nth(1)
+    qid = second.get_attribute("data-sftviz-question")
+    choice = second.locator(".sftviz-choice[data-sftviz-choice='1']")
+    choice.focus()
+    nb.page.keyboard.press("Enter")
+    nb.poll(
+        "the quiz to mark the second question's choice B and show feedback",
+        lambda: choice.get_attribute("aria-checked") == "true" and second.locator(".sftviz-feedback").count() == 1,
+        timeout=20,
+    )
+    where = nb.js(
+        """() => { const a = document.activeElement; const card = a && a.closest ? a.closest(".sftviz-qcard") : null;
+        return card ? [card.dataset.sftvizQuestion, a.dataset.sftvizChoice] : null; }"""
+    )
+    assert where == [qid, "1"], f"focus should stay on question {qid}'s choice B after answering, not {where}"
+    nb.screenshot(out, "quiz")
 
 
 def test_no_uncaught_errors_in_the_page(nb):
