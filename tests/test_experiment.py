@@ -100,6 +100,21 @@ def test_masking_experiment_runs_equal_their_serial_runs(bundled):
     assert exp.prompt_grad_share("completion") == 0.0 and 0 < exp.prompt_loss_share(0.1) < 1
 
 
+def test_a_stopped_experiment_keeps_its_runs_and_starts_no_more(bundled):
+    import threading
+
+    model, tok = bundled
+    rows = sv.load_dataset("support")[:8]
+    stop = threading.Event()
+    stop.set()
+    exp = sv.masking_experiment(
+        model, tok, rows, rows[:2], seeds=(0, 1), steps=2, batch_size=4, eval_examples=0, progress=False, stop=stop
+    )
+    assert exp.stopped and list(exp.runs) == [("completion", 0)]
+    assert exp.maskings == ["completion", "full", 0.1]
+    assert exp.final("cond_logprob_per_token")["full"] == [] and exp.wins("completion", "full", "exact_match") == 0
+
+
 @pytest.mark.parametrize(
     "kw, err, match",
     [

@@ -56,21 +56,33 @@ class Experiment:
     Attributes:
         maskings: in the order given. seeds: in the order given. dataset: a label for tables and plots.
         runs: one :class:`~sftviz.train.runs.Run` per masking and seed.
+        stopped: True when the experiment was stopped (Ctrl-C or ``stop``) before its last run; ``runs``
+            then holds the runs so far, and the summaries use them.
     """
 
     maskings: list[str | float]
     seeds: list[int]
     runs: dict[tuple[str | float, int], Run] = field(default_factory=dict)
     dataset: str = ""
+    stopped: bool = False
+
+    def _by_seed(self, metric: str) -> dict[str | float, dict[int, float]]:
+        """``{masking: {seed: value of metric at the last evaluation}}``; runs that are missing (an
+        experiment stopped early) or have no such value are left out."""
+        _check_metric(metric)
+        out: dict[str | float, dict[int, float]] = {}
+        for m in self.maskings:
+            out[m] = {}
+            for s in self.seeds:
+                run = self.runs.get((m, s))
+                value = run.evals[-1][metric] if run is not None and run.evals else None
+                if value is not None:
+                    out[m][s] = float(value)
+        return out
 
     def final(self, metric: str) -> dict[str | float, list[float]]:
         """Each masking's value of ``metric`` at the end of every seed's run (the last evaluation)."""
-        _check_metric(metric)
-        out: dict[str | float, list[float]] = {}
-        for m in self.maskings:
-            values = [self.runs[(m, s)].evals[-1][metric] for s in self.seeds if self.runs[(m, s)].evals]
-            out[m] = [float(v) for v in values if v is not None]
-        return out
+        return {m: list(values.values()) for m, values in self._by_seed(metric).items()}
 
     def summary(self, metric: str) -> dict[str | float, tuple[float, float]]:
         """``{masking: (mean, standard deviation over seeds)}`` of ``metric`` at the end of the runs."""
@@ -83,8 +95,8 @@ class Experiment:
 
     def wins(self, a: str | float, b: str | float, metric: str) -> int:
         """On how many seeds masking ``a`` ends better than masking ``b`` on ``metric`` (same seed, same batches)."""
-        finals = self.final(metric)
-        return sum(x > y for x, y in zip(finals[a], finals[b]))
+        by_seed = self._by_seed(metric)
+        return sum(by_seed[a][s] > by_seed[b][s] for s in by_seed[a] if s in by_seed[b])
 
     def winner(self, metric: str) -> tuple[str | float, bool]:
         """The masking with the best mean, and whether the spread allows calling it the winner.
@@ -135,8 +147,9 @@ class Experiment:
         the prompt "ten times less" important when prompts are 14 times longer than answers.
         """
         w_p, w_c = part_weights(check_masking(masking))
-        n_p = sum(r.n_prompt_targets for s in self.seeds for r in self.runs[(masking, s)].history)
-        n_c = sum(r.n_completion_targets for s in self.seeds for r in self.runs[(masking, s)].history)
+        history = [r for s in self.seeds if (masking, s) in self.runs for r in self.runs[(masking, s)].history]
+        n_p = sum(r.n_prompt_targets for r in history)
+        n_c = sum(r.n_completion_targets for r in history)
         total = w_p * n_p + w_c * n_c
         return w_p * n_p / total if total else math.nan
 
@@ -145,6 +158,7 @@ class Experiment:
         values = [
             r.prompt_grad_share
             for s in self.seeds
+            if (masking, s) in self.runs
             for r in self.runs[(masking, s)].history
             if r.prompt_grad_share is not None
         ]
@@ -206,16 +220,18 @@ def masking_experiment(
         raise ValueError("masking_experiment compares held-out scores: pass eval_data (e.g. the eval split).")
     kw.setdefault("grad_share_every", 25)
     kw["progress"] = False
-    exp = Experiment(maskings=[], seeds=seeds, dataset=dataset)
-    bar = _bar(len(seeds) * len(list(maskings)), dataset) if progress else None
+    exp = Experiment(maskings=[check_masking(m) for m in maskings], seeds=seeds, dataset=dataset)
+    bar = _bar(len(seeds) * len(exp.maskings), dataset) if progress else None
     for seed in seeds:
         runs = compare_masking(model, tok, data, maskings, seed=seed, eval_data=eval_data, **kw)
-        exp.maskings = list(runs) if not exp.maskings else exp.maskings
         for m, run in runs.items():
             run.name = f"{masking_words(m)}, seed {seed}"
             exp.runs[(m, seed)] = run
         if bar is not None:
             bar.update(len(runs))
+        if any(run.stopped for run in runs.values()):  # Ctrl-C or a stop flag: keep the runs so far
+            exp.stopped = True
+            break
     if bar is not None:
         bar.close()
     return exp
