@@ -95,7 +95,13 @@ function svTooltip(root) {
     const maxLeft = Math.max(0, root.clientWidth - 430);
     if (left > maxLeft) left = maxLeft;
     tip.style.left = left + "px";
-    tip.style.top = (r.bottom - base.top + 6) + "px";
+    // Below the token if it fits inside the widget (the notebook's output area clips what sticks out),
+    // else above it when that fits, else wherever more of it shows.
+    const h = tip.offsetHeight, below = r.bottom - base.top + 6, above = r.top - base.top - 6 - h;
+    const fitsBelow = below + h <= root.clientHeight;
+    const useAbove = !fitsBelow && (above >= 0 || r.top - base.top > root.clientHeight - (r.bottom - base.top));
+    tip.style.top = (useAbove ? Math.max(0, above) : below) + "px";
+    tip.classList.toggle("sftviz-tip-above", useAbove);
   };
   const hide = () => tip.classList.add("sftviz-hidden");
   const find = (e) => { let t = e.target; while (t && t !== root) { if (t._svTip) return t; t = t.parentNode; } return null; };

@@ -77,6 +77,33 @@ def test_token_view_marks_trained_and_masked_tokens(nb):
     nb.screenshot(nb.output(TOKENVIEW), "token_view")
 
 
+TIP_INSIDE = """([out, n]) => {
+    const o = document.querySelectorAll(".jp-OutputArea-output")[out] || null;
+    const tip = document.querySelector(".sftviz-tokenview .sftviz-tip");
+    if (!tip || tip.classList.contains("sftviz-hidden")) return null;
+    const a = tip.getBoundingClientRect(), b = o.getBoundingClientRect();
+    return {top: a.top - b.top, bottom: b.bottom - a.bottom, lines: tip.textContent.split("\\n").length, n};
+}"""
+
+
+def test_tooltip_of_the_last_token_is_not_cut_off(nb):
+    exp = nb.expected
+    out = nb.output(TOKENVIEW)
+    index = nb.js(
+        """() => [...document.querySelectorAll(".jp-OutputArea-output")].findIndex(
+            o => o.querySelector(".sftviz-tokenview"))"""
+    )
+    for position in (1, exp["n"] - 1):  # a prompt token (first row) and the EOS (last row)
+        _token(nb, position).hover()
+        box = nb.poll(f"the tooltip of token {position} to show", lambda p=position: nb.js(TIP_INSIDE, [index, p]), 10)
+        assert box["top"] >= 0 and box["bottom"] >= 0, (
+            f"token {position}'s tooltip sticks out of the output area (clipped there): {box}"
+        )
+        assert box["lines"] >= 3, box
+    nb.screenshot(out, "token_view_tooltip_last")
+    nb.page.mouse.move(1, 1)
+
+
 def test_click_flips_a_token_through_python(nb):
     exp = nb.expected
     prompt_pos = [i for i, s in enumerate(exp["segments"]) if s == "prompt"]
