@@ -3,6 +3,7 @@
 import math
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -291,7 +292,9 @@ def test_a_new_segment_needs_one_vocabulary_entry(monkeypatch):
     assert "tool output" in d["tokens"][1]["tip"][0] and d["tokens"][1]["special"] is False
     html = render.gradients_html(g)
     assert 'title="what a tool returned: context"' in html and ">tool output<" in html
-    assert 'class="sftviz-seglabel" data-sftviz-segment="tool">tool output<' in render.tokens_strip_html(d["tokens"])
+    strip = render.tokens_strip_html(d["tokens"])
+    assert 'class="sftviz-seglabel" data-sftviz-segment="tool" style="border-left:3px solid ' in strip
+    assert ">tool output</span>" in strip
     css = render.style_tag()
     assert '.sftviz-tok[data-sftviz-segment="tool"],.sftviz .sftviz-seglabel[data-sftviz-segment="tool"]' in css
     assert '"tool":{"words":"tool output"' in vocab.js_prelude()
@@ -401,3 +404,34 @@ def test_plot_runs_takes_run_like_dicts():
     assert len(axes[0].lines) == 2 and len(axes[3].lines) == 1
     assert axes[0].get_legend() is not None
     assert repr(fig).startswith("<Figure size")
+
+
+def test_static_tokens_carry_inline_styles_for_when_the_stylesheet_is_stripped(gpt2_tok):
+    """Untrusted notebooks and GitHub drop <style>: trained and masked tokens must still differ."""
+    from sftviz.views import vocab
+    from sftviz.views.html import fallback_style
+
+    ex = sv.build_example(gpt2_tok, prompt="Q: colour?\nA:", completion=" blue.")
+    html = render.token_html(ex)
+    styles = re.findall(r'<span class="sftviz-tok[^"]*"[^>]*? style="([^"]*)"', html)
+    assert len(styles) >= len(ex)  # every token (and the legend samples)
+    trained, masked = fallback_style("completion", True), fallback_style("prompt", False)
+    assert "border:2px solid " + vocab.segment("completion").colour in trained and "font-weight:600" in trained
+    assert "dashed" in masked and "dashed" not in trained
+    assert "background-color:" + vocab.segment("prompt").tint in masked
+    assert html.count(trained) >= 2 and html.count(masked) >= 3
+    # the stylesheet keeps its own look where both set a property
+    css = render.style_tag()
+    assert "display:inline-flex!important" in css.replace(" ", "") and "margin:0!important" in css.replace(" ", "")
+
+
+def test_nbconvert_html_of_a_committed_notebook_keeps_the_inline_styles():
+    nbconvert = pytest.importorskip("nbconvert")
+    import nbformat
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "02_sft_as_language_modelling.ipynb"
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(path, as_version=4))
+    chips = re.findall(r'<span class="sftviz-tok[^"]*"[^>]*>', body)
+    assert len(chips) > 50
+    assert all('style="display:inline-block;' in c for c in chips), chips[0]
+    assert any("dashed" in c for c in chips) and any("font-weight:600" in c for c in chips)

@@ -35,7 +35,8 @@ from .records import (
     notes_of,
     token_records,
 )
-from .vocab import is_labelled, is_special, segment_css, segment_words
+from .vocab import PART_COLOURS, is_labelled, is_special, segment_css, segment_words
+from .vocab import segment as _segment
 
 if TYPE_CHECKING:
     from ..data import Example
@@ -100,6 +101,27 @@ def _text_html(text: str) -> str:
     return "".join(out)
 
 
+def fallback_style(segment_name: str, trained: bool | None, role: str = "token") -> str:
+    """Inline styles that keep a token readable where the stylesheet is stripped.
+
+    JupyterLab drops ``<style>`` blocks (and ``data-*`` attributes) from an untrusted notebook's outputs
+    but keeps inline styles; GitHub does the same. These give each token a box in its segment's tint,
+    trained ones a solid border in the segment's colour, a thick bottom border and bold text, masked
+    ones a dashed grey border and grey text. Where the stylesheet is present its rules win (the few
+    properties both set are ``!important`` there), so the styled view does not change.
+    """
+    seg = _segment(segment_name)
+    base = "display:inline-block;margin:1px;padding:1px 4px 2px;border-radius:3px;font-family:monospace;white-space:pre"
+    if role == "input":
+        return base + ";background-color:#f7f7f7;border:1px solid #b3b3b3"
+    base += f";background-color:{seg.tint}"
+    if trained:
+        return base + f";border:2px solid {seg.colour};border-bottom-width:4px;font-weight:600"
+    if trained is None:  # a legend swatch of the segment
+        return base
+    return base + ";border:1px dashed #8c8c8c;color:#4a4a4a"
+
+
 def token_chip_html(
     rec: dict, *, role: str = "token", show_logprob: bool = True, show_mark: bool = True, tip: bool = True
 ) -> str:
@@ -112,7 +134,8 @@ def token_chip_html(
     trained = "true" if rec["trained"] else "false"
     attrs = (
         f'class="{" ".join(classes)}" data-sftviz-segment="{esc(rec["segment"])}" data-sftviz-trained="{trained}" '
-        f'data-sftviz-position="{rec["position"]}" data-sftviz-role="{role}"'
+        f'data-sftviz-position="{rec["position"]}" data-sftviz-role="{role}" '
+        f'style="{fallback_style(rec["segment"], bool(rec["trained"]), role)}"'
     )
     if tip:
         attrs += f' title="{esc(chr(10).join(rec["tip"]))}"'
@@ -126,7 +149,11 @@ def token_chip_html(
 
 def seglabel_html(segment: str) -> str:
     """The small text label that starts a run of a labelled segment (``PROMPT X``)."""
-    return f'<span class="sftviz-seglabel" data-sftviz-segment="{esc(segment)}">{esc(segment_words(segment))}</span>'
+    style = f"border-left:3px solid {_segment(segment).colour};padding:0 4px 0 3px;margin-left:4px;font-weight:600"
+    return (
+        f'<span class="sftviz-seglabel" data-sftviz-segment="{esc(segment)}" style="{style}">'
+        f"{esc(segment_words(segment))}</span>"
+    )
 
 
 def tokens_strip_html(records: list[dict], *, show_logprob: bool = True) -> str:
@@ -171,17 +198,18 @@ def legend_html(segments: Iterable[str]) -> str:
         special = " sftviz-special" if is_special(e["segment"]) else ""
         items.append(
             f'<span class="sftviz-legend-item" title="{esc(e["about"])}"><span class="sftviz-tok'
-            f'{special}" data-sftviz-segment="{esc(e["segment"])}" '
-            f'data-sftviz-role="legend">{esc(e["name"])}</span></span>'
+            f'{special}" data-sftviz-segment="{esc(e["segment"])}" data-sftviz-role="legend" '
+            f'style="{fallback_style(e["segment"], None)}">{esc(e["name"])}</span></span> '
         )
     items.append(
         '<span class="sftviz-legend-item"><span class="sftviz-tok" data-sftviz-segment="completion" '
-        'data-sftviz-trained="true" data-sftviz-role="legend">ab<span class="sftviz-mark">\u2713</span></span>'
-        "trained: a target of the loss (solid border, underline, \u2713)</span>"
+        f'data-sftviz-trained="true" data-sftviz-role="legend" style="{fallback_style("completion", True)}">'
+        'ab<span class="sftviz-mark">\u2713</span></span>'
+        "trained: a target of the loss (solid border, underline, \u2713)</span> "
     )
     items.append(
         '<span class="sftviz-legend-item"><span class="sftviz-tok" data-sftviz-segment="prompt" '
-        'data-sftviz-trained="false" data-sftviz-role="legend">ab</span>'
+        f'data-sftviz-trained="false" data-sftviz-role="legend" style="{fallback_style("prompt", False)}">ab</span>'
         "masked: context only, label \u2212100 (dashed, hatched)</span>"
     )
     return '<div class="sftviz-legend">' + "".join(items) + "</div>"
@@ -249,13 +277,22 @@ def identity_html(report: ScoreReport) -> str:
     )
 
 
+# Inline fallbacks of the log-prob bars (see fallback_style): a grey track, a bar in the part's colour.
+_TRACK_STYLE = "display:inline-block;width:160px;height:10px;vertical-align:middle;background-color:#e6e6e6"
+
+
+def _bar_style(part: str) -> str:
+    return f"display:inline-block;height:10px;vertical-align:middle;background-color:{PART_COLOURS[part]}"
+
+
 def _logprob_row_html(r: dict) -> str:
     bar_cls = "sftviz-bar-y" if r["part"] == "y" else "sftviz-bar-x"
     part = "y | x" if r["part"] == "y" else "x"
     return (
         f'<tr data-sftviz-part="{r["part"]}"><td class="sftviz-num">{r["position"]}</td>'
         f"<td>{token_chip_html(r, show_logprob=False, tip=False)}</td><td>{part}</td>"
-        f'<td><span class="sftviz-bartrack"><span class="sftviz-bar {bar_cls}" style="width:{100 * r["bar"]:.1f}%"></span></span></td>'
+        f'<td><span class="sftviz-bartrack" style="{_TRACK_STYLE}"><span class="sftviz-bar {bar_cls}" '
+        f'style="width:{100 * r["bar"]:.1f}%;{_bar_style(r["part"])}"></span></span></td>'
         f'<td class="sftviz-num">{esc(fmt_number(r["logprob"]))}</td><td class="sftviz-num">{esc(fmt_number(r["running_joint"]))}</td>'
         f'<td class="sftviz-num">{esc(fmt_number(r["running_part"]))}</td></tr>'
     )

@@ -124,3 +124,38 @@ def test_course_notebook_runs_and_renders(path, jupyter_lab, page, budget, shots
             view.js("() => window.jupyterapp.serviceManager.sessions.shutdownAll()")
         except Exception:
             pass
+
+
+TOKEN_BOXES = """() => [...document.querySelectorAll('.jp-OutputArea-output span.sftviz-tok')].map(e => {
+  const cs = getComputedStyle(e);
+  return {display: cs.display, top: cs.borderTopStyle, weight: parseInt(cs.fontWeight, 10),
+          bg: cs.backgroundColor, text: e.textContent};
+})"""
+
+
+def test_committed_notebook_is_legible_before_it_runs(jupyter_lab, page, budget, shots_dir):
+    """A committed notebook opened without running is untrusted: JupyterLab strips its <style> blocks and
+    data attributes. The static views' inline styles must still show a box per token, trained (solid,
+    bold) apart from masked (dashed)."""
+    import shutil
+
+    name = "committed_02.ipynb"
+    shutil.copy(ROOT / "notebooks" / "02_sft_as_language_modelling.ipynb", jupyter_lab.root / name)
+    view = NotebookPage(page, jupyter_lab, budget, shots_dir)
+    page.goto(f"{jupyter_lab.url}/lab/tree/{name}?reset&token={jupyter_lab.token}", wait_until="domcontentloaded")
+    boxes = view.poll(
+        f"{name}: the committed outputs' token elements to show",
+        lambda: (lambda b: b if len(b) > 50 else None)(view.js(TOKEN_BOXES)),
+        timeout=90,
+    )
+    assert view.js("() => document.querySelectorAll('.jp-OutputArea-output style').length") == 0, (
+        "the notebook's outputs kept their <style> blocks: it was not opened untrusted, so this test shows nothing"
+    )
+    assert all(b["display"] == "inline-block" for b in boxes), "tokens without the stylesheet should still be boxes"
+    masked = [b for b in boxes if b["top"] == "dashed"]
+    trained = [b for b in boxes if b["top"] == "solid" and b["weight"] >= 600]
+    assert masked and trained, f"trained and masked tokens should look different: {boxes[:5]}"
+    # (the rest are the shifted view's input row, solid and thin, and the legend's segment swatches)
+    assert len(masked) > len(trained) >= 10, (len(masked), len(trained))
+    assert all(b["bg"] not in ("rgba(0, 0, 0, 0)", "transparent") for b in masked + trained)
+    view.screenshot(page.locator(".jp-OutputArea-output:has(span.sftviz-tok)").first, "committed_untrusted_02")
