@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the course notebooks from their text sources (notebooks/src/*.py, jupytext percent format,
 # paired by notebooks/jupytext.toml), execute them top to bottom, and save them with outputs but
-# without widget state (small files). First the repository's address from pyproject.toml goes into
+# without widget state (small files; progress bars dropped). First the repository's address from pyproject.toml goes into
 # every source's Colab badge and setup cell (scripts/notebook_links.py); then `jupytext --sync`
 # carries the source into the notebook (the newer of the pair wins, as in Jupyter with jupytext).
 # Usage: bash scripts/build_notebooks.sh [NN]     e.g. `bash scripts/build_notebooks.sh 03` for one notebook
@@ -35,6 +35,13 @@ nb.metadata.pop("jupytext", None)  # the pairing lives in notebooks/jupytext.tom
 nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
 for cell in nb.cells:
     cell.metadata.pop("execution", None)
+    # Progress bars (tqdm's widgets) show while a cell runs; saved without widget state they would show
+    # nothing useful, so they are dropped. sftviz's own widgets keep their static HTML view.
+    if cell.cell_type == "code":
+        cell.outputs = [
+            o for o in cell.outputs
+            if not ("application/vnd.jupyter.widget-view+json" in o.get("data", {}) and "text/html" not in o.get("data", {}))
+        ]
 nbformat.write(nb, path)
 PY
   echo "$out: executed in $(( (end - start) / 1000000 )) ms, $(stat -c %s "$out") bytes"

@@ -54,6 +54,7 @@ def mystery_runs(
     steps: int = 150,
     seed: int = 0,
     key: int | str | None = None,
+    progress: bool = True,
     **finetune_kwargs: Any,
 ) -> tuple[Run, dict[str, Run]]:
     """Fine-tune one healthy run and one run per suspected bug, with the bugs' names hidden.
@@ -62,6 +63,7 @@ def mystery_runs(
         suspects: fault names from :data:`sftviz.faults.FAULTS` (2 to 6 of them, all different).
         seed: the training seed of every run.
         key: decides which bug is in which run (see :func:`mystery_assignment`); default: ``seed``.
+        progress: one progress bar over the runs, with the time left (it names no bug).
         **finetune_kwargs: passed to :func:`sftviz.finetune` (``eval_data``, ``lr``, ...).
 
     Returns:
@@ -69,11 +71,15 @@ def mystery_runs(
         :func:`sftviz.exercises.check_diagnosis` knows the truth.
     """
     from .train import finetune
+    from .train.experiment import runs_progress
 
     assignment = mystery_assignment(suspects, seed if key is None else key)
-    finetune_kwargs.setdefault("progress", False)
+    finetune_kwargs["progress"] = False  # one bar over the runs instead (a run's own bar would name its bug)
+    bar = runs_progress(1 + len(assignment), "mystery runs") if progress else None
     healthy = finetune(model, tok, data, "completion", steps=steps, seed=seed, **finetune_kwargs)
     healthy.name = "healthy"
+    if bar is not None:
+        bar.update(1)
     runs = {}
     for letter, fault in assignment.items():
         run = finetune(model, tok, data, "completion", steps=steps, seed=seed, fault=fault, **finetune_kwargs)
@@ -81,6 +87,10 @@ def mystery_runs(
         run.config["fault"] = "hidden"
         run.name = f"run {letter}"
         runs[letter] = run
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     return healthy, runs
 
 

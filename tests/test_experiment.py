@@ -85,11 +85,15 @@ def test_bad_metric_and_missing_measurements_are_explained():
     assert math.isnan(Experiment(["full"], [0], {("full", 0): Run(config={})}).prompt_loss_share("full"))
 
 
-def test_masking_experiment_runs_equal_their_serial_runs(bundled):
+def test_masking_experiment_runs_equal_their_serial_runs(bundled, capsys):
     model, tok = bundled
     rows = sv.load_dataset("support")[:24]
     kw = dict(steps=3, batch_size=8, eval_examples=2, grad_share_every=1)
-    exp = sv.masking_experiment(model, tok, rows, rows[:4], ("completion", 0.1), seeds=(0, 5), progress=False, **kw)
+    exp = sv.masking_experiment(
+        model, tok, rows, rows[:4], ("completion", 0.1), seeds=(0, 5), dataset="support", progress=True, **kw
+    )
+    shown = capsys.readouterr().err  # one progress bar over all the runs
+    assert "masking experiment support" in shown and "4/4" in shown and "run" in shown
     assert exp.maskings == ["completion", 0.1]
     assert set(exp.runs) == {("completion", 0), ("completion", 5), (0.1, 0), (0.1, 5)}
     serial = sv.finetune(model, tok, rows, 0.1, seed=5, eval_data=rows[:4], progress=False, **kw)

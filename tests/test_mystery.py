@@ -66,11 +66,14 @@ def test_evidence_needs_a_history(gpt2_tok_padded):
         exercises.evidence(Run(config={}), gpt2_tok_padded, ROW)
 
 
-def test_mystery_runs_hide_the_bug(tiny_model, gpt2_tok_padded):
+def test_mystery_runs_hide_the_bug(tiny_model, gpt2_tok_padded, capsys):
     rows = [ROW] * 8
     healthy, runs = exercises.mystery_runs(
         tiny_model, gpt2_tok_padded, rows, ["eos_masked", "accum_mean_of_means"], steps=2, batch_size=2, grad_accum=2
     )
+    shown = capsys.readouterr().err  # one progress bar over the three runs, naming no bug
+    assert "mystery runs" in shown and "3/3" in shown
+    assert "eos_masked" not in shown and "accum" not in shown
     assert list(runs) == ["A", "B"] and all(r.config["fault"] == "hidden" for r in runs.values())
     assert sorted(r.hidden_fault for r in runs.values()) == ["accum_mean_of_means", "eos_masked"]
     assert healthy.config["fault"] is None and isinstance(healthy, sv.Run)

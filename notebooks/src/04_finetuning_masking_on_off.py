@@ -114,7 +114,7 @@ for name, (train_rows, eval_rows) in data.items():
     start = time.perf_counter()
     experiments[name] = sv.masking_experiment(
         model, tok, train_rows, eval_rows, MASKINGS, SEEDS, dataset=name, steps=STEPS, batch_size=BATCH_SIZE,
-        lr=LR, eval_every=STEPS, eval_examples=len(eval_rows), progress=False,
+        lr=LR, eval_every=STEPS, eval_examples=len(eval_rows), progress=True,  # a bar with the time left
     )
     print(f"{name}: {len(experiments[name].runs)} runs in {time.perf_counter() - start:.0f} s")
 

@@ -221,7 +221,7 @@ def masking_experiment(
     kw.setdefault("grad_share_every", 25)
     kw["progress"] = False
     exp = Experiment(maskings=[check_masking(m) for m in maskings], seeds=seeds, dataset=dataset)
-    bar = _bar(len(seeds) * len(exp.maskings), dataset) if progress else None
+    bar = runs_progress(len(seeds) * len(exp.maskings), f"masking experiment {dataset}".strip()) if progress else None
     for seed in seeds:
         runs = compare_masking(model, tok, data, maskings, seed=seed, eval_data=eval_data, **kw)
         for m, run in runs.items():
@@ -237,7 +237,9 @@ def masking_experiment(
     return exp
 
 
-def _bar(total: int, dataset: str) -> Any:
+def runs_progress(total: int, desc: str) -> Any:
+    """A progress bar over ``total`` fine-tuning runs (tqdm: a widget in Jupyter, text elsewhere), with the
+    time left estimated from the runs so far."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"masking experiment {dataset}".strip(), unit="run", leave=True)
+    return tqdm(total=total, desc=desc, unit="run", leave=True)

@@ -49,6 +49,10 @@ CELLS_STATE = """() => {
   return out;
 }"""
 # Live views only: the static HTML fallback of a widget carries the same class plus sftviz-static.
+LONG_CELLS = ("04", "05")
+# tqdm's bar is an ipywidgets FloatProgress (the MaskingLab's own <progress> element does not count).
+PROGRESS = """() => document.querySelectorAll(
+  '.jp-OutputArea-output .widget-progress, .jp-OutputArea-output .widget-hprogress').length"""
 COUNT = "cls => document.querySelectorAll('.jp-OutputArea-output .' + cls + ':not(.sftviz-static)').length"
 OUTPUT_TEXT = "() => [...document.querySelectorAll('.jp-OutputArea-output')].map(e => e.innerText).join('\\n')"
 WIDGET_ERRORS = """() => [...document.querySelectorAll('.jp-OutputArea-output .sftviz .sftviz-error')]
@@ -103,6 +107,10 @@ def test_course_notebook_runs_and_renders(path, jupyter_lab, page, budget, shots
         for cls, n in WIDGETS[path.name[:2]].items():
             view.poll(f"{name}: {n} rendered .{cls} view(s)", lambda cls=cls, n=n: view.js(COUNT, cls) >= n, timeout=30)
         assert view.js(WIDGET_ERRORS) == [], f"{name}: a widget shows an error"
+        if path.name[:2] in LONG_CELLS:  # the long training cells show a progress bar (with the time left)
+            view.poll(
+                f"{name}: a progress bar in the training cell's output", lambda: view.js(PROGRESS) >= 1, timeout=30
+            )
         text = view.js(OUTPUT_TEXT)
         # Every unanswered exercise says so (notebook 5's one cell checks three runs), and none is marked correct.
         assert text.count("Not answered yet") >= exercises, f"{name}: an exercise gave no 'Not answered yet' feedback"
