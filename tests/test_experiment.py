@@ -82,6 +82,7 @@ def test_bad_metric_and_missing_measurements_are_explained():
     exp.runs[("full", 1)].history[0].prompt_grad_share = None
     with pytest.raises(ValueError, match="grad_share_every"):
         exp.prompt_grad_share("full")
+    assert exp.table().splitlines()[2].endswith("–")  # the table shows what was not measured as "–"
     assert math.isnan(Experiment(["full"], [0], {("full", 0): Run(config={})}).prompt_loss_share("full"))
 
 

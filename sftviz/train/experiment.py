@@ -89,7 +89,10 @@ class Experiment:
         out = {}
         for m, values in self.final(metric).items():
             if not values:
-                raise ValueError(f"the {masking_words(m)} runs have no evaluation of {metric}: pass eval_data.")
+                raise ValueError(
+                    f"the {masking_words(m)} runs have no evaluation of {metric}: pass eval_data"
+                    + (" and eval_examples > 0 (exact match decodes answers)." if metric == "exact_match" else ".")
+                )
             out[m] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
         return out
 
@@ -167,18 +170,31 @@ class Experiment:
         return statistics.fmean(values)
 
     def table(self) -> str:
-        """A text table: every masking's metrics at the end (mean ± sd) and its prompt shares."""
+        """A text table: every masking's metrics at the end (mean ± sd) and its prompt shares ("–" where
+        the runs did not measure something: exact match with ``eval_examples=0``, the gradient share with
+        ``grad_share_every=None``)."""
         head = (
             f"{'masking':>24} {'exact match':>14} {'log Pr(y|x)/token':>19} {'prompt share: loss':>19} {'gradient':>9}"
         )
         lines = [head]
-        em, lp = self.summary("exact_match"), self.summary("cond_logprob_per_token")
+        em, lp = self._measured(self.summary, "exact_match"), self._measured(self.summary, "cond_logprob_per_token")
         for m in self.maskings:
-            lines.append(
-                f"{masking_words(m):>24} {em[m][0]:>7.0%} ± {em[m][1]:<4.0%} {lp[m][0]:>+11.3f} ± {lp[m][1]:<5.3f}"
-                f" {self.prompt_loss_share(m):>19.0%} {self.prompt_grad_share(m):>9.0%}"
-            )
+            grad = self._measured(self.prompt_grad_share, m)
+            cells = [
+                f"{em[m][0]:>7.0%} ± {em[m][1]:<4.0%}" if em else f"{'–':>14}",
+                f"{lp[m][0]:>+11.3f} ± {lp[m][1]:<5.3f}" if lp else f"{'–':>19}",
+                f"{self.prompt_loss_share(m):>19.0%}",
+                f"{grad:>9.0%}" if grad is not None else f"{'–':>9}",
+            ]
+            lines.append(f"{masking_words(m):>24} " + " ".join(cells))
         return "\n".join(lines)
+
+    @staticmethod
+    def _measured(fn: Any, arg: Any) -> Any:
+        try:
+            return fn(arg)
+        except ValueError:  # not measured by these runs
+            return None
 
 
 def masking_experiment(
