@@ -93,6 +93,7 @@ sections stay as they are).
 | `bench/bench_gradients.py` | gradient attribution | `token_gradients` on a 64-token example vs one backward pass per target |
 | `bench/bench_hf_loss.py` | Trainer with the sftviz loss | `sftviz.hf.SFTLossTrainer` vs Trainer's own loss on the same tokenized rows |
 | `bench/bench_batched.py` | runs batched | 9 runs as one vmapped computation vs 9 serial runs, same work, same losses |
+| `bench/bench_notebooks.py` | notebooks | each course notebook run top to bottom, default threads and one thread, against its time target |
 
 Timing on a shared machine: wall-clock figures (the default) are what a learner sees on 2 cores, but
 they move with other processes' load; `--threads 1 --clock cpu` measures process CPU time on one
@@ -112,6 +113,7 @@ ORDER = (
     "bench_gradients",
     "bench_hf_loss",
     "bench_batched",
+    "bench_notebooks",
 )
 _SECTION = re.compile(r"<!-- ([\w.-]+):begin -->.*?<!-- \1:end -->", re.S)
 

@@ -14,14 +14,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .data import IGNORE_INDEX, Example
-from .mystery import clues, confirm_hallmarks, evidence, mystery_assignment, mystery_labels, mystery_runs
+from .mystery import (
+    clues,
+    confirm_hallmarks,
+    curve_ends,
+    evidence,
+    mystery_assignment,
+    mystery_labels,
+    mystery_runs,
+)
 
 __all__ = [
+    "CURVE_SIGNS",
     "Feedback",
     "check_choice",
     "check_conditional",
     "check_diagnoses",
     "check_diagnosis",
+    "check_from_curves",
     "check_labels",
     "check_masked_loss",
     "check_number",
@@ -29,6 +39,7 @@ __all__ = [
     "check_prediction",
     "clues",
     "confirm_hallmarks",
+    "curve_ends",
     "evidence",
     "mystery_assignment",
     "mystery_labels",
@@ -427,6 +438,60 @@ def check_diagnosis(answer: object, mystery: Run) -> Feedback:
     if answer == truth:
         return Feedback(True, f"{answer}: {FAULTS[answer]}")
     return Feedback(False, f"{answer} would look different ({FAULTS[answer]}). Look again at the curves and labels.")
+
+
+#: The bugs that the curves alone give away, and how (notebook 5's "curves alone" exercise).
+CURVE_SIGNS = {
+    "prompt_trained": "the run whose prompt NLL falls far below the healthy run's while its completion NLL stays high",
+    "accum_mean_of_means": "the run whose prompt and completion NLL follow the healthy run's, although its objective "
+    "does not",
+}
+
+
+def _curve_line(letter: str, e: dict, ok: dict) -> str:
+    return (
+        f"run {letter} ends with prompt NLL {e['prompt_nll']:.2f} and completion NLL {e['completion_nll']:.2f} "
+        f"nats (last 10 steps), and its objective is {e['objective_gap']:.1%} off the completion NLL on average "
+        f"(healthy run: {ok['prompt_nll']:.2f}, {ok['completion_nll']:.2f} and {ok['objective_gap']:.1%})"
+    )
+
+
+def check_from_curves(answers: object, mysteries: dict[str, Run], healthy: Run) -> list[Feedback]:
+    """Which run has which bug, from the training curves alone: one :class:`Feedback` per bug of
+    :data:`CURVE_SIGNS` that is among the mystery runs.
+
+    ``answers`` maps a bug's name to a run letter, e.g. ``{"prompt_trained": "A"}``. The feedback quotes
+    the curves' end values of the run named (measured by :func:`curve_ends`, against the healthy run),
+    and a wrong answer says what the right run's curves look like without naming it.
+    """
+    if not isinstance(mysteries, dict) or not mysteries:
+        raise TypeError("check_from_curves needs the dict of mystery runs from mystery_runs (e.g. mysteries).")
+    ok = curve_ends(healthy)
+    truth = {getattr(run, "hidden_fault", None): letter for letter, run in mysteries.items()}
+    faults = [f for f in CURVE_SIGNS if f in truth]
+    if not faults:
+        return [Feedback(False, "none of these runs has a bug that the curves alone give away; nothing to check.")]
+    letters = ", ".join(mysteries)
+    if _is_unanswered(answers):
+        return [_unanswered(f"a run letter ({letters}) for {f!r}") for f in faults]
+    if not isinstance(answers, dict):
+        example = "{" + ", ".join(f"{f!r}: 'A'" for f in faults) + "}"
+        return [Feedback(False, f"answer with a dict from bug to run letter, e.g. {example}.") for _ in faults]
+    out = []
+    for fault in faults:
+        answer = answers.get(fault)
+        if _is_unanswered(answer):
+            out.append(_unanswered(f"a run letter ({letters}) for {fault!r}"))
+        elif not isinstance(answer, str) or answer.strip().upper() not in mysteries:
+            out.append(Feedback(False, f"{fault}: {answer!r} is not a run; name one of {letters}."))
+        else:
+            letter = answer.strip().upper()
+            line = _curve_line(letter, curve_ends(mysteries[letter]), ok)
+            if letter == truth[fault]:
+                out.append(Feedback(True, f"{fault}: {line}."))
+            else:
+                out.append(Feedback(False, f"{fault}: {line}. Look for {CURVE_SIGNS[fault]}."))
+    return out
 
 
 def check_diagnoses(answers: object, mysteries: dict[str, Run]) -> list[Feedback]:

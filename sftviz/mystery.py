@@ -1,9 +1,10 @@
 """The diagnosis exercise (notebook 5): mystery runs with hidden bugs, and the evidence that gives each away.
 
 :func:`mystery_runs` trains a healthy run and one run per suspected bug, with the bugs' names hidden;
-:func:`mystery_labels` shows the labels a run's pipeline built; :func:`evidence` measures, from a run's
-record, what a careful engineer would look at; :func:`clues` turns that into sentences, each compared
-with the healthy run. :func:`sftviz.exercises.check_diagnosis` grades the answers.
+:func:`mystery_labels` shows the labels a run's pipeline built; :func:`curve_ends` reads where a run's
+curves end; :func:`evidence` measures, from a run's record, what a careful engineer would look at;
+:func:`clues` turns that into sentences, each compared with the healthy run.
+:func:`sftviz.exercises.check_from_curves` and :func:`sftviz.exercises.check_diagnosis` grade the answers.
 """
 
 from __future__ import annotations
@@ -116,6 +117,28 @@ def _tail_mean(values: list[float], n: int = 10) -> float:
     return sum(tail) / len(tail) if tail else float("nan")
 
 
+def curve_ends(run: Run) -> dict[str, float]:
+    """What a run's curves show, from its training history alone (no labels, no answers).
+
+    ``prompt_nll`` and ``completion_nll``: their means over the last 10 steps (measured with the true
+    next tokens); ``objective_gap``: the mean over all steps of ``|objective - completion NLL| /
+    completion NLL``, which is 0 for a healthy completion-only run (its objective *is* the completion NLL
+    of the batch).
+    """
+    if not getattr(run, "history", None):
+        raise ValueError("curve_ends needs a run with a training history (from mystery_runs or sv.finetune).")
+    gaps = [
+        abs(r.loss - r.completion_nll) / r.completion_nll
+        for r in run.history
+        if r.loss is not None and r.completion_nll
+    ]
+    return {
+        "prompt_nll": _tail_mean([r.prompt_nll for r in run.history]),
+        "completion_nll": _tail_mean([r.completion_nll for r in run.history]),
+        "objective_gap": sum(gaps) / len(gaps) if gaps else float("nan"),
+    }
+
+
 def evidence(run: Run, tok: Any, row: dict) -> dict[str, Any]:
     """What a run's record shows, measured the same way for every run (healthy or not).
 
@@ -129,11 +152,7 @@ def evidence(run: Run, tok: Any, row: dict) -> dict[str, Any]:
     """
     if not getattr(run, "history", None):
         raise ValueError("evidence needs a run with a training history (from mystery_runs or sv.finetune).")
-    gaps = [
-        abs(r.loss - r.completion_nll) / r.completion_nll
-        for r in run.history
-        if r.loss is not None and r.completion_nll
-    ]
+    ends = curve_ends(run)
     last = run.evals[-1] if run.evals else {}
     built = mystery_labels(tok, row, run)
     right = built.with_masking("completion").labels
@@ -142,9 +161,9 @@ def evidence(run: Run, tok: Any, row: dict) -> dict[str, Any]:
         if a != b:
             changes[seg] = changes.get(seg, 0) + 1
     return {
-        "objective_gap": sum(gaps) / len(gaps) if gaps else float("nan"),
-        "completion_nll_end": _tail_mean([r.completion_nll for r in run.history]),
-        "prompt_nll_end": _tail_mean([r.prompt_nll for r in run.history]),
+        "objective_gap": ends["objective_gap"],
+        "completion_nll_end": ends["completion_nll"],
+        "prompt_nll_end": ends["prompt_nll"],
         "exact_match": last.get("exact_match"),
         "stop_rate": last.get("stop_rate"),
         "label_changes": changes,

@@ -17,6 +17,7 @@ from .views.plots import (
     plot_experiments,
     plot_logprobs,
     plot_runs,
+    plot_shift,
     plot_token_gradients,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "plot_experiments",
     "plot_logprobs",
     "plot_runs",
+    "plot_shift",
     "plot_token_gradients",
 ]

@@ -161,3 +161,25 @@ def test_plot_example_can_write_ids_and_labels(bundled):
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert f"pos 0\nid {toy.input_ids[0]}\nlabel \u2212100" in texts
     assert f"pos {len(toy) - 1}\nid {toy.input_ids[-1]}\nlabel {toy.input_ids[-1]}" in texts
+
+
+def test_plot_shift_draws_each_input_over_its_target(bundled):
+    from sftviz import plots
+
+    _, tok = bundled
+    toy = sv.build_example(tok, prompt="Sky?", completion=" blue.")
+    fig = plots.plot_shift(toy)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    # one caption per position, one "no label" (the EOS's own prediction), and a -100 under every
+    # input whose next token is masked
+    assert [x for x in texts if x.startswith("t = ")] == [f"t = {t}" for t in range(len(toy))]
+    assert texts.count("no\nlabel") == 1
+    masked_next = sum(1 for lab in toy.labels[1:] if lab == -100)
+    assert sum(1 for x in texts if x.endswith("\u2212100")) == masked_next == toy.n_prompt - 1
+    assert sum(1 for x in texts if x.endswith("\u2713")) == len(toy) - toy.n_prompt
+    assert all(t.get_fontsize() >= 9 for t in fig.axes[0].texts)
+    # wrapping: two rows of diagram, each with its own row captions
+    assert [t.get_text() for t in plots.plot_shift(toy, per_row=4).axes[0].texts].count("input\nat t") == 2
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="per_row"):
+            plots.plot_shift(toy, per_row=bad)

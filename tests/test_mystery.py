@@ -91,3 +91,38 @@ def test_check_diagnoses_reads_a_dict_or_a_list_and_never_crashes():
         assert len(fbs) == 2 and not any(fbs) and "dict from run letter" in fbs[0].message
     with pytest.raises(TypeError, match="mystery runs"):
         exercises.check_diagnoses({}, [])
+
+
+def test_check_from_curves_quotes_the_curves_and_never_names_the_answer():
+    healthy = _run(loss=0.05, prompt=8.0, completion=0.05)
+    runs = {
+        "A": _run("eos_masked", completion=1.4, prompt=8.2),
+        "B": _run("prompt_trained", completion=6.0, prompt=0.1),
+        "C": _run("accum_mean_of_means", loss=0.06, completion=0.05, prompt=8.1),
+    }
+    right = exercises.check_from_curves({"prompt_trained": "B", "accum_mean_of_means": "c "}, runs, healthy)
+    assert all(right) and len(right) == 2
+    assert (
+        "run B ends with prompt NLL 0.10 and completion NLL 6.00 nats (last 10 steps), and its objective is 98.3% "
+        "off the completion NLL on average (healthy run: 8.00, 0.05 and 0.0%)" in right[0].message
+    )
+    assert "objective is 20.0% off" in right[1].message
+    wrong = exercises.check_from_curves({"prompt_trained": "A", "accum_mean_of_means": "B"}, runs, healthy)
+    assert not any(wrong) and all(f.answered for f in wrong)
+    assert "run A ends with prompt NLL 8.20" in wrong[0].message and "falls far below" in wrong[0].message
+    assert "run B" in wrong[1].message and "run C" not in wrong[1].message  # the right run is not named
+    partial = exercises.check_from_curves({"prompt_trained": "B"}, runs, healthy)
+    assert partial[0] and not partial[1].answered
+    assert not any(f.answered for f in exercises.check_from_curves(None, runs, healthy))
+    for answer in (["B", "C"], "B", 3):
+        fbs = exercises.check_from_curves(answer, runs, healthy)
+        assert len(fbs) == 2 and not any(fbs) and "dict from bug to run letter" in fbs[0].message
+    bad = exercises.check_from_curves({"prompt_trained": "Z", "accum_mean_of_means": 2}, runs, healthy)
+    assert "not a run; name one of A, B, C" in bad[0].message and "2 is not a run" in bad[1].message
+    # only the bugs the curves give away are asked about
+    only_eos = exercises.check_from_curves({}, {"A": runs["A"]}, healthy)
+    assert len(only_eos) == 1 and "nothing to check" in only_eos[0].message
+    with pytest.raises(TypeError, match="mystery runs"):
+        exercises.check_from_curves({}, [], healthy)
+    with pytest.raises(ValueError, match="training history"):
+        exercises.check_from_curves({}, runs, Run(config={}))

@@ -160,11 +160,18 @@ exercises.check_predicting_position(position, ex)
 exercises.points(exercises.check_predicting_position(position, ex))
 
 # %% [markdown]
-# The loss on the first completion token is computed from the **last prompt position**. The view below
-# shows the shift: each input token above the target that its output is scored against, with the
-# trained targets marked. The last token of the sequence (the EOS) is a target and also an input, but the
-# prediction made at its position (what would come after the EOS) is never scored: there is no label for
-# it. Getting this off by one is one of the classic SFT bugs (notebook 5 injects it on purpose).
+# The loss on the first completion token is computed from the **last prompt position**. Here is the
+# shift on the seven-token toy: each input token above the token its output is scored against. The last
+# token of the sequence (the EOS) is a target and also an input, but the prediction made at its position
+# (what would come after the EOS) is never scored: there is no label for it. Getting this off by one is
+# one of the classic SFT bugs (notebook 5 injects it on purpose).
+
+# %%
+plots.plot_shift(toy)
+
+# %% [markdown]
+# The same view for the real example `ex`, interactive: hover over a token for its position, its label
+# and the token it predicts.
 
 # %%
 W.TokenView(ex, shifted=True, editable=False, title="the shift: input at t, target at t + 1")

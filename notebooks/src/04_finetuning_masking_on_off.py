@@ -19,7 +19,7 @@
 # each result as mean ± spread and names a winner only when the spread allows it. Every run starts from
 # the same weights; runs with the same seed see the same batches in the same order.
 #
-# About 25 minutes to read and do the exercises; the 18 fine-tunes take about a minute on a 2-core CPU
+# About 25 minutes to read and do the exercises; the 18 fine-tunes take about 35 s on an idle 2-core CPU
 # (the cell prints how long they took on yours).
 
 # %% tags=["setup"]

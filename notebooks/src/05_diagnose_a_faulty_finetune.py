@@ -84,6 +84,28 @@ for name, run in mysteries.items():
 plots.plot_runs([healthy] + list(mysteries.values()))
 
 # %% [markdown]
+# ### Exercise 1: from the curves alone
+#
+# Before you look at any answer or label: two of the suspects leave a mark on the curves that no other
+# suspect leaves. Which run was trained on the prompt instead of the completion (`prompt_trained`), and
+# which one averaged the micro-batch averages (`accum_mean_of_means`)? Think about what each bug changes
+# (which tokens are trained, or only how their losses are averaged) and what that does to each panel.
+# A wrong answer gets the curves of the run you named, against the healthy run's.
+
+# %% nbgrader={"grade": false, "grade_id": "from-curves", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["nbval-ignore-output"]
+from_curves = {fault: None for fault in exercises.CURVE_SIGNS}  # a run letter each, e.g. "A"
+### BEGIN SOLUTION
+from_curves = {f: r for r, f in exercises.mystery_assignment(SUSPECTS, MYSTERY_KEY).items() if f in from_curves}
+### END SOLUTION
+curve_checks = exercises.check_from_curves(from_curves, mysteries, healthy)
+for check in curve_checks:
+    print(check)
+
+# %% nbgrader={"grade": true, "grade_id": "from-curves-points", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# Points for nbgrader: 1 per run found from the curves (the cell above gives the feedback).
+exercises.points(curve_checks)
+
+# %% [markdown]
 # ## Evidence 2: what the models answer
 #
 # Greedy answers to the same eval questions, after fine-tuning. Look at where each answer stops.
@@ -121,8 +143,8 @@ W.TokenView(exercises.mystery_labels(tok, train_rows[0], mysteries["D"]), editab
 # %% [markdown]
 # ## Your diagnosis
 #
-# Name the bug in each run (one of the suspects above). The check tells you at once whether you are
-# right and, if not, what the bug you named would have looked like.
+# Now with all the evidence: name the bug in each run (one of the suspects above). The check tells you
+# at once whether you are right and, if not, what the bug you named would have looked like.
 
 # %% nbgrader={"grade": false, "grade_id": "diagnosis", "locked": false, "schema_version": 3, "solution": true, "task": false}
 diagnosis = {name: None for name in mysteries}  # e.g. {"A": "eos_masked", ...}

@@ -39,6 +39,7 @@ __all__ = [
     "plot_experiments",
     "plot_logprobs",
     "plot_runs",
+    "plot_shift",
     "plot_token_gradients",
 ]
 
@@ -390,4 +391,84 @@ def plot_example(
     ax.set_ylim(bottom, 0.9)
     ax.axis("off")
     ax.set_title("solid + \u2713: trained target;  hatched, dashed: masked (label \u2212100)", fontsize=9)
+    return fig if fig is not None else ax.figure
+
+
+def plot_shift(example: Example | ScoreReport, ax: Axes | None = None, *, per_row: int = 12) -> Figure:
+    """The shift between inputs and targets, as a diagram for a small example.
+
+    Each column is one position ``t``: the input token at ``t`` on top, and below it, joined by an
+    arrow, the token its output is scored against, the one at ``t + 1``. Trained targets are solid
+    with a check mark; masked ones hatched and grey with the label -100; the last position (the EOS)
+    has no target at all. Long examples wrap every ``per_row`` positions (TokenView's shifted view
+    is the interactive version for real lengths).
+    """
+    from matplotlib.patches import FancyArrowPatch, Rectangle
+
+    if isinstance(per_row, bool) or not isinstance(per_row, int) or per_row < 1:
+        raise ValueError(f"per_row must be a positive int (positions per row of the diagram), got {per_row!r}")
+    ex, _ = example_and_report(example)
+    n = len(ex)
+    nrows = math.ceil(n / per_row)
+    step = 3.0  # one row: input boxes, the arrow, target boxes and the position caption
+    fig = None
+    if ax is None:
+        fig = _figure((min(n, per_row) * 0.95 + 1.3, 1.45 * nrows + 0.5))
+        ax = fig.add_subplot()
+
+    def box(x, y, text, *, trained, tint, missing=False):
+        ax.add_patch(
+            Rectangle(
+                (x, y),
+                0.92,
+                0.8,
+                facecolor="#ffffff" if missing else tint,
+                hatch=None if trained or missing else "////",
+                edgecolor="#000000" if trained else "#8c8c8c",
+                linewidth=1.6 if trained else 0.6,
+                linestyle=":" if missing else ("-" if trained else "--"),
+            )
+        )
+        ax.text(
+            x + 0.46,
+            y + 0.4,
+            text,
+            ha="center",
+            va="center",
+            fontsize=9,
+            family="monospace",
+            color="#1a1a1a" if trained else "#4a4a4a",
+            fontweight="bold" if trained else "normal",
+            # masked text sits on a white patch so that the hatching does not cross it
+            bbox=None if trained or missing else {"facecolor": "#ffffff", "edgecolor": "none", "pad": 0.5},
+        )
+
+    for t in range(n):
+        r, c = divmod(t, per_row)
+        top = -r * step
+        bottom = top - 1.45
+        # the input at t: every token is an input, so every box is solid and plain
+        box(c, top, label_text(ex.tokens[t])[:8], trained=True, tint=segment(ex.segments[t]).tint)
+        if t + 1 < n:
+            trained = ex.labels[t + 1] != IGNORE_INDEX
+            text = label_text(ex.tokens[t + 1])[:8] + (" \u2713" if trained else "\n\u2212100")
+            box(c, bottom, text, trained=trained, tint=segment(ex.segments[t + 1]).tint)
+        else:
+            box(c, bottom, "no\nlabel", trained=False, tint="#ffffff", missing=True)
+        ax.add_patch(
+            FancyArrowPatch(
+                (c + 0.46, top - 0.03), (c + 0.46, bottom + 0.83), arrowstyle="-|>", mutation_scale=9, color="#4a4a4a"
+            )
+        )
+        ax.text(c + 0.46, bottom - 0.12, f"t = {t}", ha="center", va="top", fontsize=9, color="#1a1a1a")
+        if c == 0:
+            ax.text(-0.15, top + 0.4, "input\nat t", ha="right", va="center", fontsize=9, color="#1a1a1a")
+            ax.text(-0.15, bottom + 0.4, "target:\nt + 1", ha="right", va="center", fontsize=9, color="#1a1a1a")
+    ax.set_xlim(-1.3, min(n, per_row))
+    ax.set_ylim(-(nrows - 1) * step - 2.0, 0.9)
+    ax.axis("off")
+    ax.set_title(
+        "the output at t is scored against the token at t + 1:  solid + \u2713 trained,  hatched \u2212100 masked",
+        fontsize=9,
+    )
     return fig if fig is not None else ax.figure
