@@ -235,6 +235,19 @@ def main(argv=None) -> int:
             check("hostile text shown as text", "onerror=alert(1)" in hv.inner_text())
             shot(7, "escaping")
             shot(8, "token_view_chat")
+            # The dark theme: the same widgets in JupyterLab Dark (the lab's figure follows it from Python).
+            page.evaluate(
+                "() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})"
+            )
+            page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30000)
+            page.wait_for_function(
+                "() => { const gd = document.querySelectorAll('.jp-CodeCell')[6].querySelector('.js-plotly-plot');"
+                " return !!gd && gd.layout.font.color === '#e8e8e8'; }",
+                timeout=30000,
+            )
+            page.wait_for_timeout(500)
+            for i, name in ((1, "token_view_dark"), (3, "logprob_explorer_dark"), (6, "masking_lab_dark")):
+                shot(i, name, max_height=640)
             check(
                 "no page errors from the widgets",
                 not [e for e in errors if "sftviz" in e or "anywidget" in e],

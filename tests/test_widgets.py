@@ -454,10 +454,14 @@ def test_lab_runs_in_the_background_and_draws(tiny_model, gpt2_tok, monkeypatch)
     assert repr(lab) == "MaskingLab(2 training rows, 0 runs)"
     html = assert_static(lab)
     assert "No runs yet" in html
+    # the empty state: no figure yet, and the panel says what will appear
+    assert lab.figure not in lab.children and "press Run" in lab.panel.empty
+    assert all(title in lab.panel.empty for _k, _w, title in masking_lab.PANELS)
     records = []
     lab.on_record(lambda rec, run: records.append(rec["kind"]))
     entry = lab.run(wait=True)
     assert entry.status == "finished" and len(entry.history) == 7 and len(entry.evals) == 1
+    assert lab.children[-1] is lab.figure  # the figure came with the first run
     assert records.count("train") == 7 and records[0] == "eval"
     call = ft.calls[0]
     assert call["masking"] == "completion" and call["steps"] == 7 and call["lr"] == pytest.approx(3e-3)
@@ -469,7 +473,7 @@ def test_lab_runs_in_the_background_and_draws(tiny_model, gpt2_tok, monkeypatch)
     assert lab.panel.progress == 1.0 and "finished" in lab.panel.status
     assert lab.panel.runs[0]["steps"] == "7/7" and lab.panel.runs[0]["eval_cond"] == -2.0
     # two runs must never look identical: the table shows the learning rate and the seed
-    assert lab.panel.runs[0]["lr"] == "0.003" and lab.panel.runs[0]["seed"] == 2
+    assert lab.panel.runs[0]["lr"] == "0.003" and lab.panel.runs[0]["seed"] == "2"
     assert [k for k, _ in lab.panel.columns] == [k for k, _ in RUN_COLUMNS] and "lr" in dict(lab.panel.columns)
     table = lab.panel.static_html()
     assert "<th>learning rate</th><th>seed</th>" in table and "<td>0.003</td>" in table
@@ -489,6 +493,49 @@ def test_lab_runs_in_the_background_and_draws(tiny_model, gpt2_tok, monkeypatch)
     assert "eos_masked" in lab.panel.about
     lab.clear()
     assert lab.runs == [] and len(lab.figure.data) == 0 and lab.panel.runs == []
+    assert lab.figure not in lab.children  # back to the empty state
+
+
+def test_lab_figure_follows_the_front_ends_theme(tiny_model, gpt2_tok, monkeypatch):
+    monkeypatch.setattr(masking_lab, "_finetune", lambda: fake_finetune())
+    lab = W.MaskingLab(tiny_model, gpt2_tok, ROWS, steps=2)
+    assert lab.figure.layout.paper_bgcolor == "rgba(0,0,0,0)" and lab.figure.layout.font.color == "#1a1a1a"
+    for _ in range(7):  # the seventh run gets the palette's black
+        lab.run(wait=True)
+    black = lab.runs[6]
+    assert black.colour == "#000000" and black.traces[0].line.color == "#000000"
+    lab.panel.theme = "dark"  # what the browser sends when JupyterLab's theme is dark
+    assert lab.figure.layout.font.color == "#e8e8e8" and lab.figure.layout.plot_bgcolor == "rgba(0,0,0,0)"
+    assert lab.figure.layout.template.layout.paper_bgcolor is not None  # plotly_dark's
+    assert {t.line.color for t in black.traces} == {"#e8e8e8"} and black.traces[0].marker.color == "#e8e8e8"
+    assert lab.runs[0].traces[0].line.color == lab.runs[0].colour  # the other runs keep theirs
+    lab.run(wait=True)  # a run started in the dark theme is drawn for it
+    lab.panel.theme = "light"
+    assert lab.figure.layout.font.color == "#1a1a1a" and black.traces[0].line.color == "#000000"
+
+
+def test_lab_figure_takes_the_width_the_browser_reports(tiny_model, gpt2_tok):
+    lab = W.MaskingLab(tiny_model, gpt2_tok, ROWS, steps=2)
+    assert lab.figure.layout.width is None  # plotly's default until the browser says
+    lab.panel.width = 620
+    assert lab.figure.layout.width == 620
+    lab.panel.width = 200  # too narrow for six panels: the figure keeps a floor (the page scrolls it)
+    assert lab.figure.layout.width == masking_lab.MIN_FIGURE_WIDTH
+
+
+def test_lab_learning_rate_and_weight_are_labelled_text_boxes(tiny_model, gpt2_tok, monkeypatch):
+    ft = fake_finetune()
+    monkeypatch.setattr(masking_lab, "_finetune", lambda: ft)
+    lab = W.MaskingLab(tiny_model, gpt2_tok, ROWS, steps=2, lr=2e-4)
+    import ipywidgets
+
+    assert isinstance(lab.w_lr, ipywidgets.BoundedFloatText) and isinstance(lab.w_plw, ipywidgets.BoundedFloatText)
+    assert lab.w_lr.description == "learning rate" and lab.w_plw.description == "prompt-loss weight"
+    lab.w_lr.value = 0.02
+    lab.run(wait=True)
+    assert ft.calls[0]["lr"] == pytest.approx(0.02)
+    lab.w_lr.value = 5.0  # out of range: the box clamps it
+    assert lab.w_lr.value == 1.0
 
 
 def test_lab_stop_keeps_the_curves(tiny_model, gpt2_tok, monkeypatch):

@@ -111,7 +111,10 @@ def fallback_style(segment_name: str, trained: bool | None, role: str = "token")
     properties both set are ``!important`` there), so the styled view does not change.
     """
     seg = _segment(segment_name)
-    base = "display:inline-block;margin:1px;padding:1px 4px 2px;border-radius:3px;font-family:monospace;white-space:pre"
+    base = (
+        "display:inline-block;margin:1px;padding:1px 4px 2px;border-radius:3px;font-family:monospace;white-space:pre;"
+        "color:#1a1a1a"  # the fallback boxes are light in every theme, so their text is dark in every theme
+    )
     if role == "input":
         return base + ";background-color:#f7f7f7;border:1px solid #b3b3b3"
     base += f";background-color:{seg.tint}"

@@ -222,10 +222,26 @@ def js_prelude() -> str:
     )
 
 
+#: How much of a swatch's colour its tint holds when the tint is mixed with the theme's background.
+TINT_PERCENT = 16
+
+
 def swatch_css() -> str:
-    """The ``--sv-<swatch>`` and ``--sv-<swatch>-tint`` custom properties, on ``.sftviz``."""
+    """The ``--sv-<swatch>`` and ``--sv-<swatch>-tint`` custom properties, on ``.sftviz``.
+
+    Where the browser has ``color-mix`` (every current one), a tint is the swatch's colour mixed into
+    the theme's background (``--sv-bg``, JupyterLab's ``--jp-layout-color1``): light in a light theme,
+    dark in a dark one, so token text in the theme's own colour stays readable. Elsewhere the fixed
+    light tints of :data:`SWATCHES` are used (the figures use those too).
+    """
     props = " ".join(f"--sv-{s.name}: {s.colour}; --sv-{s.name}-tint: {s.tint};" for s in SWATCHES.values())
-    return ".sftviz { " + props + " }"
+    mixed = " ".join(
+        f"--sv-{s.name}-tint: color-mix(in srgb, var(--sv-{s.name}) {TINT_PERCENT}%, var(--sv-bg));"
+        for s in SWATCHES.values()
+    )
+    return (
+        ".sftviz { " + props + " }\n@supports (color: color-mix(in srgb, red 50%, blue)) { .sftviz { " + mixed + " } }"
+    )
 
 
 def segment_css() -> str:

@@ -31,6 +31,10 @@ function render({ model, el }) {
   const strip = svEl("div", "sftviz-strip");
   const notes = svEl("div");
   const tableWrap = svEl("div", "sftviz-tablewrap");
+  // the table scrolls inside its box: focusable, so the keyboard can scroll it, and named
+  tableWrap.tabIndex = 0;
+  tableWrap.setAttribute("role", "region");
+  tableWrap.setAttribute("aria-label", "log-probability of each token");
   results.append(ident, strip, notes, tableWrap);
   root.append(title, pick, boxes, status, error, results);
   el.appendChild(root);

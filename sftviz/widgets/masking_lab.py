@@ -85,7 +85,7 @@ class LabRun:
             "fault": self.config.get("fault") or "none",
             "steps": f"{len(self.history)}/{self.config['steps']}",
             "lr": f"{self.config['lr']:g}",
-            "seed": self.config.get("seed", 0),
+            "seed": str(self.config.get("seed", 0)),  # a label, not a quantity: never "2.000"
             "status": self.status,
             "loss": last.get("loss"),
             "prompt_nll": last.get("prompt_nll"),
@@ -109,6 +109,13 @@ class LabPanel(SftvizWidget):
     running = traitlets.Bool(False).tag(sync=True)
     about = traitlets.Unicode("").tag(sync=True)
     runs = traitlets.List().tag(sync=True)
+    # What the lab says before its first run (the figure appears with the first run).
+    empty = traitlets.Unicode("").tag(sync=True)
+    # The front end's theme, "light" or "dark", set by the browser (JupyterLab's theme; it follows a
+    # change of theme); the lab's plotly figure follows it.
+    theme = traitlets.Unicode("light").tag(sync=True)
+    # The lab's width in the page, in pixels (0 until the browser says): the figure takes it.
+    width = traitlets.Int(0).tag(sync=True)
     # The runs table's columns, (key in a run's summary, heading): one list for the live and static tables.
     columns = traitlets.List(json_safe([list(c) for c in RUN_COLUMNS])).tag(sync=True)
 
@@ -177,10 +184,13 @@ class MaskingLab(W.VBox):
         self._callbacks = []
 
         controls = self._make_controls(int(steps), float(lr), int(seed))
-        self.panel = LabPanel()
+        self.panel = LabPanel(empty=_empty_text())
         self.figure = _make_figure()
-        super().__init__([controls, self.panel, self.figure])
+        # The figure joins the lab with the first run: before that the panel says what will appear.
+        super().__init__([controls, self.panel])
         self.add_class("sftviz-masking-lab")
+        self.panel.observe(lambda change: self._apply_theme(change["new"]), names="theme")
+        self.panel.observe(lambda change: self._apply_width(change["new"]), names="width")
         self._on_fault({"new": ""})
         self._set_status(self._idle_status())
 
@@ -189,15 +199,17 @@ class MaskingLab(W.VBox):
         style = {"description_width": "initial"}
         narrow = W.Layout(width="150px")
         self.w_masking = W.Dropdown(options=masking_options(), value="completion", description="masking", style=style)
-        self.w_plw = W.FloatSlider(
+        self.w_plw = W.BoundedFloatText(
             value=0.1, min=0.0, max=1.0, step=0.05, description="prompt-loss weight", disabled=True, style=style,
-            readout_format=".2f",
+            layout=W.Layout(width="190px"),
         )  # fmt: skip
         fault_options = [("none", "")] + [(k, k) for k in self.faults]
         self.w_fault = W.Dropdown(options=fault_options, value="", description="fault", style=style)
         self.w_steps = W.BoundedIntText(value=steps, min=1, max=100000, description="steps", style=style, layout=narrow)
-        self.w_lr = W.FloatLogSlider(
-            value=lr, base=10, min=-5, max=-1, step=0.1, description="learning rate", style=style, readout_format=".1e"
+        # Text boxes, not sliders: a text box's label is tied to it for screen readers (a slider's is not),
+        # and a learning rate is typed more exactly than dragged.
+        self.w_lr = W.BoundedFloatText(
+            value=lr, min=1e-7, max=1.0, step=1e-4, description="learning rate", style=style, layout=narrow
         )
         self.w_seed = W.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed", style=style, layout=narrow)
         self.w_run = W.Button(
@@ -218,7 +230,10 @@ class MaskingLab(W.VBox):
         self.w_clear.on_click(lambda _b: self.clear())
         self.w_continue.on_click(lambda _b: self.resume())
         rows = [[self.w_masking, self.w_plw, self.w_fault], [self.w_steps, self.w_lr, self.w_seed]]
-        return W.VBox([W.HBox(r) for r in [*rows, [self.w_run, self.w_stop, self.w_continue, self.w_clear]]])
+        wrap = W.Layout(flex_flow="row wrap")  # narrow screens: the controls go onto more lines
+        return W.VBox(
+            [W.HBox(r, layout=wrap) for r in [*rows, [self.w_run, self.w_stop, self.w_continue, self.w_clear]]]
+        )
 
     # -- settings ----------------------------------------------------------------------------
 
@@ -286,6 +301,8 @@ class MaskingLab(W.VBox):
         entry = LabRun(len(self.runs) + 1, cfg)
         self.runs.append(entry)
         self._add_traces(entry)
+        if self.figure not in self.children:
+            self.children = (*self.children, self.figure)
         self._start_thread(entry, resume=False, wait=wait)
         return entry
 
@@ -340,6 +357,7 @@ class MaskingLab(W.VBox):
             return
         self.runs = []
         self.figure.data = []
+        self.children = tuple(c for c in self.children if c is not self.figure)  # back to the empty state
         self.panel.runs = []
         self.panel.progress = 0.0
         self.panel.progress_text = ""
@@ -408,8 +426,21 @@ class MaskingLab(W.VBox):
 
     # -- drawing ------------------------------------------------------------------------------
 
+    def _apply_width(self, width: int) -> None:
+        """Fit the figure to the lab's width (plotly's widget does not follow its container by itself)."""
+        if width > 0:
+            self.figure.layout.width = max(MIN_FIGURE_WIDTH, int(width))
+
+    def _apply_theme(self, theme: str) -> None:
+        """Restyle the figure for the front end's theme; the runs keep their colours (black becomes light)."""
+        with self.figure.batch_update():
+            self.figure.update_layout(**_figure_theme(theme))
+            for entry in self.runs:
+                for trace in entry.traces:
+                    trace.line.color = trace.marker.color = _run_colour(entry.colour, theme)
+
     def _add_traces(self, entry: LabRun) -> None:
-        colour, dash = entry.colour, entry.dash
+        colour, dash = _run_colour(entry.colour, self.panel.theme), entry.dash
         with self.figure.batch_update():
             for i, (_key, where, _title) in enumerate(PANELS):
                 self.figure.add_scatter(
@@ -471,6 +502,36 @@ class MaskingLab(W.VBox):
         return f"MaskingLab({len(self.data)} training rows, {len(self.runs)} runs)"
 
 
+MIN_FIGURE_WIDTH = 360  # px: below this the figure scrolls sideways instead of squeezing its panels
+
+
+def _empty_text() -> str:
+    """What the lab shows before its first run: what to do, and what will appear."""
+    titles = ", ".join(title for _key, _where, title in PANELS)
+    return (
+        "No runs yet. Choose a masking (and a fault, if you like) and press Run. Six panels of curves will "
+        f"appear below and grow as the model trains: {titles}. Each run adds its own coloured curves and a "
+        "row in a table here, so runs can be compared."
+    )
+
+
+def _figure_theme(theme: str) -> dict:
+    """Plotly layout settings for a light or dark front end: transparent backgrounds (the notebook's
+    own shows through), text and grid lines in the theme's colours."""
+    dark = theme == "dark"
+    return dict(
+        template="plotly_dark" if dark else "plotly_white",
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        font_color="#e8e8e8" if dark else "#1a1a1a",
+    )
+
+
+def _run_colour(colour: str, theme: str) -> str:
+    """A run's line colour on the theme's background: the palette's black is drawn light on a dark one."""
+    return "#e8e8e8" if theme == "dark" and colour.lower() == "#000000" else colour
+
+
 def _make_figure() -> object:
     """The lab's plotly figure: one panel per curve of :data:`PANELS`, steps on every x axis."""
     import plotly.graph_objects as go
@@ -483,9 +544,9 @@ def _make_figure() -> object:
     figure.update_layout(
         height=460,
         margin=dict(l=40, r=10, t=40, b=30),
-        template="plotly_white",
         legend=dict(orientation="h", y=-0.12, font=dict(size=11)),
         font=dict(size=11),
+        **_figure_theme("light"),
     )
     figure.update_annotations(font_size=12)  # the subplot titles
     for i in range(len(PANELS)):

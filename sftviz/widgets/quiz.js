@@ -59,7 +59,7 @@ function render({ model, el }) {
       card.append(choices);
       if (fb) {
         const box = svEl("div", "sftviz-feedback " + (fb.correct ? "sftviz-ok" : "sftviz-no"));
-        box.append(svEl("div", "sftviz-fbhead", fb.correct ? "\u2713 Correct." : "\u2717 Not quite: the answer is " + fb.answer_text + "."));
+        box.append(svEl("div", "sftviz-fbhead", fb.correct ? "\u2713 Correct." : "\u2717 Not quite: the answer is " + fb.answer_text + (/[.!?]$/.test(fb.answer_text) ? "" : ".")));
         if (!fb.correct && fb.why) box.append(svEl("div", "sftviz-why", fb.why));
         box.append(svEl("div", "sftviz-expl", fb.explanation));
         card.append(box);

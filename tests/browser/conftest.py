@@ -100,8 +100,8 @@ class WidgetsNotebook(NotebookPage):
             "() => !!document.querySelector(\".sftviz-lpx [data-sftviz-sum='joint']\")",
         )
         self.wait_js(
-            "the MaskingLab to render its plot and Run button",
-            """() => !!document.querySelector('.sftviz-masking-lab .js-plotly-plot') &&
+            "the MaskingLab to render its empty state and Run button",
+            """() => !!document.querySelector('.sftviz-masking-lab .sftviz-empty') &&
                         [...document.querySelectorAll('.sftviz-masking-lab button')].some(b => b.textContent.trim() === 'Run')""",
         )
         return self

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -310,7 +311,11 @@ def test_masking_lab_curves_grow_while_training_and_stop_keeps_them(nb):
     # (by text: the Font Awesome icon's ::before glyph is part of the buttons' accessible names)
     run_btn = out.locator("button").filter(has_text=re.compile(r"^\s*Run\s*$"))
     stop_btn = out.locator("button").filter(has_text=re.compile(r"^\s*Stop\s*$"))
-    assert nb.js(POINTS) == [], "the lab has curves before any run"
+    # Before the first run: no figure, and a note that says what will appear.
+    assert nb.js(POINTS) is None, "the lab shows a figure before any run"
+    empty = out.locator(".sftviz-empty").inner_text()
+    assert "press Run" in empty and "completion NLL" in empty, f"the empty state should say what will appear: {empty!r}"
+    nb.screenshot(out, "masking_lab_empty")
     # Sample the plot's point counts in the page every 40 ms while it trains.
     nb.js("""() => { window.__svSamples = []; window.__svSampler = setInterval(() => {
         const gd = document.querySelector('.sftviz-masking-lab .js-plotly-plot');
@@ -374,9 +379,230 @@ def test_quiz_answer_by_keyboard_keeps_focus_on_the_choice(nb):
         return card ? [card.dataset.sftvizQuestion, a.dataset.sftvizChoice] : null; }"""
     )
     assert where == [qid, "1"], f"focus should stay on question {qid}'s choice B after answering, not {where}"
+    head = second.locator(".sftviz-fbhead").inner_text()
+    assert head.startswith("\u2717 Not quite: the answer is") and not head.endswith(".."), head
     nb.screenshot(out, "quiz")
 
 
 def test_no_uncaught_errors_in_the_page(nb):
     ours = [e for e in nb.page_errors if "sftviz" in e or "anywidget" in e or "widget" in e.lower()]
     assert not ours, f"uncaught errors in the page: {ours[:3]}"
+
+
+# --------------------------------------------------------------------------------------------
+# Every view, in the light and the dark theme and on a narrow screen: axe-core, computed contrast,
+# layout, screenshots. These run last: they switch the theme and the window size (and switch back).
+# --------------------------------------------------------------------------------------------
+
+# Each view's root as it is in the page: the five widgets and a static view (a ScoreReport's HTML).
+VIEWS = {
+    "token_view": ".sftviz-tokenview:not(.sftviz-static)",
+    "token_view_shifted": ".sftviz-tokenview:has(.sftviz-shift)",
+    "logprob_explorer": EXPLORER,
+    "masking_lab": LAB,
+    "gradient_view": ".sftviz-gradview",
+    "quiz": QUIZ,
+    "static_view": ".sftviz-static.sftviz-logprobview",
+}
+THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
+
+# Contrast of every visible text of a view against what is behind it, as WCAG 2 defines it. axe gives up
+# on text over gradients (the hatched masked tokens) and over tints, so this computes it: the text colour
+# over every colour behind it (each colour of a gradient counts: the text must be readable on each), with
+# semi-transparent layers blended, down to the first opaque background.
+CONTRAST = r"""root => {
+  const num = s => s.endsWith('%') ? parseFloat(s) / 100 : parseFloat(s);
+  function parse(c) {  // rgb(), rgba() and color(srgb ...) (color-mix's computed form)
+    let m = c.match(/^rgba?\(([^)]+)\)$/);
+    if (m) { const p = m[1].split(/[ ,\/]+/).filter(Boolean).map(num); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; }
+    m = c.match(/^color\(srgb ([^)]+)\)$/);
+    if (m) { const p = m[1].split(/[ \/]+/).filter(Boolean).map(num); return [p[0] * 255, p[1] * 255, p[2] * 255, p.length > 3 ? p[3] : 1]; }
+    return null;
+  }
+  const colours = s => (s.match(/(rgba?\([^)]*\)|color\(srgb [^)]*\))/g) || []).map(parse).filter(Boolean);
+  const over = (top, below) => { const a = top[3]; return [0, 1, 2].map(i => top[i] * a + below[i] * (1 - a)).concat([1]); };
+  const lum = c => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+                     return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+  const ratio = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
+  function backgrounds(el) {  // every colour that can be behind el's text
+    const layers = [];
+    for (let n = el; n && n.nodeType === 1; n = n.parentElement) {
+      const cs = getComputedStyle(n);
+      const g = colours(cs.backgroundImage);
+      if (g.length) layers.push(g);
+      const bg = parse(cs.backgroundColor);
+      if (bg && bg[3] > 0) { layers.push([bg]); if (bg[3] >= 1) break; }
+    }
+    let base = [[255, 255, 255, 1]];
+    for (let i = layers.length - 1; i >= 0; i--) base = layers[i].flatMap(c => base.map(b => over(c, b)));
+    return base;
+  }
+  const out = [];
+  const seen = new Set();
+  for (const node of root.querySelectorAll('*')) {
+    const own = [...node.childNodes].some(t => t.nodeType === 3 && t.textContent.trim());
+    if (!own || seen.has(node)) continue;
+    seen.add(node);
+    const r = node.getBoundingClientRect();
+    const cs = getComputedStyle(node);
+    if (r.width <= 1 || r.height <= 1 || cs.visibility === 'hidden' || node.closest('.sftviz-hidden, .sftviz-sr-only, .sftviz-tip')) continue;
+    if (node.closest(':disabled, [aria-disabled="true"], .mod-disabled')) continue;  // inactive controls: exempt
+    let opacity = 1;
+    for (let n = node; n && n.nodeType === 1; n = n.parentElement) opacity *= parseFloat(getComputedStyle(n).opacity);
+    if (opacity < 0.99) continue;  // a stale view while the kernel works; not a resting state
+    const svg = node instanceof SVGElement;
+    const fg = parse(svg ? cs.fill : cs.color);
+    if (!fg) continue;
+    const size = parseFloat(cs.fontSize), bold = parseInt(cs.fontWeight, 10) >= 700;
+    const need = size >= 24 || (size >= 18.66 && bold) ? 3 : 4.5;
+    const worst = Math.min(...backgrounds(node).map(b => ratio(over(fg, b), b)));
+    out.push({text: node.textContent.trim().slice(0, 40), cls: String(node.className.baseVal ?? node.className).slice(0, 60),
+              ratio: Math.round(worst * 100) / 100, need});
+  }
+  return out;
+}"""
+
+
+def _wcag_ratio(fg, bg) -> float:
+    def lum(c):
+        f = [(v / 255 / 12.92 if v / 255 <= 0.03928 else ((v / 255 + 0.055) / 1.055) ** 2.4) for v in c[:3]]
+        return 0.2126 * f[0] + 0.7152 * f[1] + 0.0722 * f[2]
+
+    a, b = lum(fg), lum(bg)
+    return (max(a, b) + 0.05) / (min(a, b) + 0.05)
+
+
+def test_the_contrast_check_measures_what_wcag_defines(nb):
+    """The contrast check itself, on a probe with known colours: plain, translucent, tinted, hatched."""
+    probe = """() => { const d = document.createElement('div'); d.id = 'sv-probe'; d.style.background = '#ffffff';
+        d.innerHTML = '<span style="color:#777777">grey</span>' +
+          '<span style="color:rgba(0,0,0,0.54);background-color:color-mix(in srgb, #0072B2 16%, #ffffff)">tint</span>' +
+          '<span style="color:#000000;background-image:repeating-linear-gradient(135deg,' +
+          ' rgb(255,255,255) 0 4px, rgb(60,60,60) 4px 7px)">hatch</span>' +
+          '<span style="color:#767676;font-size:24px">large</span>';
+        document.querySelector('.jp-OutputArea-output').appendChild(d); return true; }"""
+    nb.js(probe)
+    try:
+        got = {r["text"]: r for r in nb.js(f"() => ({CONTRAST})(document.getElementById('sv-probe'))")}
+    finally:
+        nb.js("() => document.getElementById('sv-probe').remove()")
+    assert got["grey"]["ratio"] == pytest.approx(_wcag_ratio((119,) * 3, (255,) * 3), abs=0.01)
+    assert got["grey"]["need"] == 4.5 and got["large"]["need"] == 3
+    # rgba(0,0,0,.54) over the tint (16% of #0072B2 into white, as Chromium rounds it)
+    tint = [round(255 * 0.84 + c * 0.16) for c in (0x00, 0x72, 0xB2)]
+    text = [0.46 * t for t in tint]
+    assert got["tint"]["ratio"] == pytest.approx(_wcag_ratio(text, tint), abs=0.05)
+    # over hatching the worst stripe counts: black on rgb(60,60,60)
+    assert got["hatch"]["ratio"] == pytest.approx(_wcag_ratio((0,) * 3, (60,) * 3), abs=0.01)
+
+
+def _set_theme(nb, theme: str) -> None:
+    light = "true" if theme == "light" else "false"
+    nb.js("t => window.jupyterapp.commands.execute('apputils:change-theme', {theme: t})", THEMES[theme])
+    nb.poll(
+        f"JupyterLab to switch to its {theme} theme",
+        lambda: nb.js(
+            """l => document.body.dataset.jpThemeLight === l &&
+                   getComputedStyle(document.body).getPropertyValue('--jp-layout-color1').trim() !== ''""",
+            light,
+        ),
+        timeout=30,
+    )
+    # The MaskingLab's figure is drawn by Python: it follows once the panel has told the kernel.
+    want = "#e8e8e8" if theme == "dark" else "#1a1a1a"
+    nb.poll(
+        f"the MaskingLab figure to follow the {theme} theme",
+        lambda: (
+            nb.js(
+                "() => { const gd = document.querySelector('.sftviz-masking-lab .js-plotly-plot'); "
+                "return gd ? gd.layout.font.color : null; }"
+            )
+            == want
+        ),
+        timeout=30,
+    )
+    nb.page.wait_for_timeout(300)
+
+
+def _views_ready(nb) -> None:
+    for name, css in VIEWS.items():
+        nb.wait_js(f"the {name} view to be in the page", "css => !!document.querySelector(css)", css, timeout=30)
+    nb.wait_js(
+        "the GradientView to draw its bars",
+        "() => document.querySelectorAll('.sftviz-gradview .sftviz-bars .sftviz-bar').length > 0",
+        timeout=30,
+    )
+    assert nb.js(POINTS), "the accessibility checks expect the MaskingLab with runs (run the lab test first)"
+
+
+def _axe(nb, css: str) -> list:
+    import axe_playwright_python
+
+    if not nb.js("() => typeof window.axe === 'object'"):
+        nb.page.add_script_tag(path=str(Path(axe_playwright_python.__file__).parent / "axe.min.js"))
+    result = nb.js(
+        """css => axe.run(document.querySelector(css), {
+              runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']},
+              resultTypes: ['violations']})
+            .then(r => r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                               nodes: v.nodes.slice(0, 3).map(n => n.html.slice(0, 120))})))""",
+        css,
+    )
+    return [v for v in result if v["impact"] in ("serious", "critical")]
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_every_view_passes_axe_and_contrast(nb, theme):
+    _views_ready(nb)
+    try:
+        _set_theme(nb, theme)
+        problems = {}
+        for name, css in VIEWS.items():
+            nb.page.locator(css).first.scroll_into_view_if_needed()
+            bad = _axe(nb, css)
+            low = [
+                t
+                for t in nb.js(f"() => ({CONTRAST})(document.querySelector({json.dumps(css)}))")
+                if t["ratio"] < t["need"]
+            ]
+            if bad or low:
+                problems[name] = {"axe": bad, "contrast": low[:8], "low contrast texts": len(low)}
+            nb.screenshot(nb.output(css), f"{name}_{theme}")
+        assert not problems, f"{theme} theme: {json.dumps(problems, indent=1)[:6000]}"
+    finally:
+        _set_theme(nb, "light")
+
+
+@pytest.mark.parametrize("width", [800, 1600])
+def test_every_view_fits_the_window(nb, width):
+    _views_ready(nb)
+    size = nb.page.viewport_size
+    try:
+        nb.page.set_viewport_size({"width": width, "height": 1000})
+        nb.page.wait_for_timeout(800)  # JupyterLab and plotly lay out again
+        for name, css in VIEWS.items():
+            out = nb.output(css)
+            out.scroll_into_view_if_needed()
+            box = nb.js(
+                """css => { const o = document.querySelector(css).closest('.jp-OutputArea-output');
+                  const ob = o.getBoundingClientRect();
+                  const sticking = [...o.querySelectorAll('button, input, select, textarea, .js-plotly-plot, table, .sftviz-strip')]
+                    .filter(e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.right > ob.right + 1
+                                   && !e.closest('.sftviz-tablewrap, .sftviz-strip'); })
+                    .map(e => e.tagName + '.' + String(e.className).slice(0, 40));
+                  return {overflow: o.scrollWidth - o.clientWidth, sticking, width: ob.width}; }""",
+                css,
+            )
+            assert box["overflow"] <= 1 and not box["sticking"], f"{name} at {width} px does not fit: {box}"
+            if width == 800:
+                nb.screenshot(out, f"{name}_800px")
+        # the lab's figure takes the width it has
+        fig, area = nb.js(
+            """() => { const gd = document.querySelector('.sftviz-masking-lab .js-plotly-plot');
+               return [gd.getBoundingClientRect().width, gd.closest('.jp-OutputArea-output').getBoundingClientRect().width]; }"""
+        )
+        assert area * 0.8 <= fig <= area + 1, (
+            f"the MaskingLab figure is {fig:.0f} px wide in {area:.0f} px at {width} px"
+        )
+    finally:
+        nb.page.set_viewport_size(size)
