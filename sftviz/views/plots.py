@@ -328,6 +328,38 @@ def plot_token_gradients(
 # --------------------------------------------------------------------------------------------
 
 
+def _token_box(ax: Axes, x: float, y: float, text: str, *, trained: bool, tint: str, missing: bool = False) -> None:
+    """One token as a box at (x, y): trained solid with a thick black edge and bold text; masked hatched,
+    dashed and grey, its text on a white patch so that the hatching does not cross it; ``missing`` (no
+    token at all) dotted and empty."""
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(
+        Rectangle(
+            (x, y),
+            0.92,
+            0.8,
+            facecolor="#ffffff" if missing else tint,
+            hatch=None if trained or missing else "////",
+            edgecolor="#000000" if trained else "#8c8c8c",
+            linewidth=1.6 if trained else 0.6,
+            linestyle=":" if missing else ("-" if trained else "--"),
+        )
+    )
+    ax.text(
+        x + 0.46,
+        y + 0.4,
+        text,
+        ha="center",
+        va="center",
+        fontsize=9,
+        family="monospace",
+        color="#1a1a1a" if trained else "#4a4a4a",
+        fontweight="bold" if trained else "normal",
+        bbox=None if trained or missing else {"facecolor": "#ffffff", "edgecolor": "none", "pad": 0.5},
+    )
+
+
 def plot_example(
     example: Example | ScoreReport, ax: Axes | None = None, *, per_row: int = 16, show_ids: bool = False
 ) -> Figure:
@@ -337,8 +369,6 @@ def plot_example(
     ``show_ids=True`` writes under each box its position, its token id and its label (the id where
     the token is a target, -100 where it is not): the picture of a toy example's labels.
     """
-    from matplotlib.patches import Rectangle
-
     ex, _ = example_and_report(example)
     n = len(ex)
     nrows = math.ceil(n / per_row)
@@ -351,29 +381,8 @@ def plot_example(
         r, c = divmod(t, per_row)
         y = -r * step
         trained = ex.labels[t] != IGNORE_INDEX
-        ax.add_patch(
-            Rectangle(
-                (c, y),
-                0.92,
-                0.8,
-                facecolor=segment(ex.segments[t]).tint,
-                hatch=None if trained else "////",
-                edgecolor="#000000" if trained else "#8c8c8c",
-                linewidth=1.6 if trained else 0.6,
-                linestyle="-" if trained else "--",
-            )
-        )
-        ax.text(
-            c + 0.46,
-            y + 0.4,
-            label_text(ex.tokens[t])[:8] + (" \u2713" if trained else ""),
-            ha="center",
-            va="center",
-            fontsize=9,
-            family="monospace",
-            color="#1a1a1a" if trained else "#4a4a4a",
-            fontweight="bold" if trained else "normal",
-        )
+        text = label_text(ex.tokens[t])[:8] + (" \u2713" if trained else "")
+        _token_box(ax, c, y, text, trained=trained, tint=segment(ex.segments[t]).tint)
         if show_ids:
             label = "\u2212100" if not trained else str(ex.labels[t])
             ax.text(
@@ -403,7 +412,7 @@ def plot_shift(example: Example | ScoreReport, ax: Axes | None = None, *, per_ro
     has no target at all. Long examples wrap every ``per_row`` positions (TokenView's shifted view
     is the interactive version for real lengths).
     """
-    from matplotlib.patches import FancyArrowPatch, Rectangle
+    from matplotlib.patches import FancyArrowPatch
 
     if isinstance(per_row, bool) or not isinstance(per_row, int) or per_row < 1:
         raise ValueError(f"per_row must be a positive int (positions per row of the diagram), got {per_row!r}")
@@ -416,45 +425,18 @@ def plot_shift(example: Example | ScoreReport, ax: Axes | None = None, *, per_ro
         fig = _figure((min(n, per_row) * 0.95 + 1.3, 1.45 * nrows + 0.5))
         ax = fig.add_subplot()
 
-    def box(x, y, text, *, trained, tint, missing=False):
-        ax.add_patch(
-            Rectangle(
-                (x, y),
-                0.92,
-                0.8,
-                facecolor="#ffffff" if missing else tint,
-                hatch=None if trained or missing else "////",
-                edgecolor="#000000" if trained else "#8c8c8c",
-                linewidth=1.6 if trained else 0.6,
-                linestyle=":" if missing else ("-" if trained else "--"),
-            )
-        )
-        ax.text(
-            x + 0.46,
-            y + 0.4,
-            text,
-            ha="center",
-            va="center",
-            fontsize=9,
-            family="monospace",
-            color="#1a1a1a" if trained else "#4a4a4a",
-            fontweight="bold" if trained else "normal",
-            # masked text sits on a white patch so that the hatching does not cross it
-            bbox=None if trained or missing else {"facecolor": "#ffffff", "edgecolor": "none", "pad": 0.5},
-        )
-
     for t in range(n):
         r, c = divmod(t, per_row)
         top = -r * step
         bottom = top - 1.45
         # the input at t: every token is an input, so every box is solid and plain
-        box(c, top, label_text(ex.tokens[t])[:8], trained=True, tint=segment(ex.segments[t]).tint)
+        _token_box(ax, c, top, label_text(ex.tokens[t])[:8], trained=True, tint=segment(ex.segments[t]).tint)
         if t + 1 < n:
             trained = ex.labels[t + 1] != IGNORE_INDEX
             text = label_text(ex.tokens[t + 1])[:8] + (" \u2713" if trained else "\n\u2212100")
-            box(c, bottom, text, trained=trained, tint=segment(ex.segments[t + 1]).tint)
+            _token_box(ax, c, bottom, text, trained=trained, tint=segment(ex.segments[t + 1]).tint)
         else:
-            box(c, bottom, "no\nlabel", trained=False, tint="#ffffff", missing=True)
+            _token_box(ax, c, bottom, "no\nlabel", trained=False, tint="#ffffff", missing=True)
         ax.add_patch(
             FancyArrowPatch(
                 (c + 0.46, top - 0.03), (c + 0.46, bottom + 0.83), arrowstyle="-|>", mutation_scale=9, color="#4a4a4a"
