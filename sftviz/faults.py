@@ -99,8 +99,9 @@ def eos_masked(batch: dict, *, eos_id: int | None, **_: Any) -> dict:
 
     Symptom: the loss looks normal and answers start right, but the model never learns to stop: EOS
     is never pushed up while every other token is, so more and more answers run on past their end
-    (" blue... blue.. blue colour colour ...") until the token budget ends. The evaluation's
-    ``stop_rate`` falls and exact match stays low although the completion NLL falls.
+    (" 35 dollars. 35 dollars. 35 dollars."). The evaluation's ``length_ratio`` rises above 1 and exact
+    match stays low although the completion NLL falls. ``stop_rate`` may fall little: a pretrained model
+    that met the EOS in pretraining still emits it, only later than the reference does.
     """
     if eos_id is None:
         raise ValueError("eos_masked needs the tokenizer's EOS id (eos_id=tok.eos_token_id).")

@@ -145,7 +145,8 @@ def evidence(run: Run, tok: Any, row: dict) -> dict[str, Any]:
     Returns a dict: ``objective_gap`` (the mean over steps of ``|objective - completion NLL| /
     completion NLL``: 0 for a healthy completion-only run, whose objective *is* the completion NLL of the
     batch), ``completion_nll_end`` and ``prompt_nll_end`` (means over the last 10 steps, measured with the
-    true next tokens), ``exact_match`` and ``stop_rate`` of the last evaluation, and ``label_changes``:
+    true next tokens), ``exact_match``, ``stop_rate`` and ``length_ratio`` (the answers' length over the
+    references') of the last evaluation, and ``label_changes``:
     for the example built from ``row``, how many positions of each segment have labels other than the
     correct completion-only labels, and ``shifted``: whether the labels are the correct ones moved one
     position.
@@ -166,6 +167,7 @@ def evidence(run: Run, tok: Any, row: dict) -> dict[str, Any]:
         "prompt_nll_end": ends["prompt_nll"],
         "exact_match": last.get("exact_match"),
         "stop_rate": last.get("stop_rate"),
+        "length_ratio": last.get("length_ratio"),
         "label_changes": changes,
         "shifted": bool(changes) and built.labels[:-1] == right[1:],
     }
@@ -190,10 +192,16 @@ def clues(run: Run, healthy: Run, tok: Any, row: dict) -> list[str]:
         f"{h['completion_nll_end']:.2f}); prompt NLL: {e['prompt_nll_end']:.2f} (healthy: {h['prompt_nll_end']:.2f})"
     )
     if e["exact_match"] is not None and h["exact_match"] is not None:
-        out.append(
-            f"answers: {e['exact_match']:.0%} exact, {e['stop_rate']:.0%} stop (healthy: "
-            f"{h['exact_match']:.0%} exact, {h['stop_rate']:.0%} stop)"
+        line = (
+            f"answers: {e['exact_match']:.0%} exact, {e['stop_rate']:.0%} end with an EOS (healthy: "
+            f"{h['exact_match']:.0%} and {h['stop_rate']:.0%})"
         )
+        if e.get("length_ratio") is not None and h.get("length_ratio") is not None:
+            line += (
+                f"; {e['length_ratio']:.1f} times as long as the reference answers (healthy: "
+                f"{h['length_ratio']:.1f} times)"
+            )
+        out.append(line)
     return out
 
 

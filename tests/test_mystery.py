@@ -10,10 +10,10 @@ from sftviz.train.runs import Run
 ROW = {"prompt": "Question: How much is the lamp?\nAnswer:", "completion": " 12 dollars."}
 
 
-def _run(fault=None, loss=0.1, completion=0.1, prompt=5.0, em=0.8, stop=1.0):
+def _run(fault=None, loss=0.1, completion=0.1, prompt=5.0, em=0.8, stop=1.0, length=1.0):
     history = [StepRecord(step=k, loss=loss, completion_nll=completion, prompt_nll=prompt) for k in range(1, 21)]
     run = Run(config={"masking": "completion", "fault": "hidden" if fault else None}, history=history)
-    run.evals = [EvalRecord(step=20, exact_match=em, stop_rate=stop)]
+    run.evals = [EvalRecord(step=20, exact_match=em, stop_rate=stop, length_ratio=length)]
     run.hidden_fault = fault
     return run
 
@@ -41,10 +41,14 @@ def test_prompt_trained_changes_prompt_and_completion_labels(gpt2_tok_padded):
 
 
 def test_clues_compare_with_the_healthy_run(gpt2_tok_padded):
-    lines = exercises.clues(_run("eos_masked", loss=0.05, completion=1.5), _run(), gpt2_tok_padded, ROW)
+    lines = exercises.clues(_run("eos_masked", loss=0.05, completion=1.5, length=2.44), _run(), gpt2_tok_padded, ROW)
     assert lines[0] == "labels: 1 eos position(s) differ from the correct completion-only labels"
     assert "96.7% apart on average (healthy: 0.0%)" in lines[1]
-    assert "1.50 nats (healthy: 0.10)" in lines[2] and "80% exact" in lines[3]
+    assert "1.50 nats (healthy: 0.10)" in lines[2]
+    assert lines[3] == (
+        "answers: 80% exact, 100% end with an EOS (healthy: 80% and 100%); 2.4 times as long as the reference "
+        "answers (healthy: 1.0 times)"
+    )
 
 
 def test_confirm_hallmarks_passes_and_fails_by_the_numbers(gpt2_tok_padded):

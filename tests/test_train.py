@@ -343,6 +343,9 @@ def test_evaluation_schedule_and_fields(tiny_model, gpt2_tok_padded):
         assert len(e["samples"]) == 3
         for s in e["samples"]:
             assert set(s) == {"prompt", "generated", "reference", "exact", "stopped"}
+        # all three answers were decoded and kept: their length over the references'
+        gen, ref = (sum(len(s[k]) for s in e["samples"]) for k in ("generated", "reference"))
+        assert e["length_ratio"] == pytest.approx(gen / ref)
     assert run.evals[0]["samples"][0]["reference"] == EVAL[0]["completion"]
     # the eval at step 0 scores the starting model: log Pr(y|x) per token from sv.score_batch
     from sftviz.logprobs import score_batch
@@ -356,6 +359,7 @@ def test_evaluation_schedule_and_fields(tiny_model, gpt2_tok_padded):
         tiny_model, gpt2_tok_padded, ROWS, **fast(steps=2, eval_data=EVAL, eval_every=None, eval_examples=0)
     )
     assert [e["step"] for e in none.evals] == [0, 2] and none.evals[0]["exact_match"] is None
+    assert none.evals[0]["length_ratio"] is None
 
 
 def test_batched_greedy_generation_matches_one_at_a_time(tiny_model, gpt2_tok_padded):
@@ -397,6 +401,7 @@ def test_exact_match_counts_a_memorised_answer(gpt2_tok_padded):
     assert run.evals[0]["exact_match"] == 0.0
     assert run.evals[-1]["exact_match"] == 1.0, run.evals[-1]["samples"]
     assert run.evals[-1]["samples"][0]["generated"] == " 12 dollars." and run.evals[-1]["stop_rate"] == 1.0
+    assert run.evals[-1]["length_ratio"] == 1.0
 
 
 def test_chat_rows_train(tiny_model, gpt2_tok_padded):

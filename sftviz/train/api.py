@@ -320,6 +320,7 @@ def _evaluate(run: Run, trainer: Trainer, evalset: EvalSet | None, k: int, callb
     finally:
         model.train(was)
     n = len(samples)
+    ref_chars = sum(len(s["reference"]) for s in samples)
     rec = EvalRecord(
         step=k,
         cond_logprob_per_token=cond,
@@ -328,6 +329,7 @@ def _evaluate(run: Run, trainer: Trainer, evalset: EvalSet | None, k: int, callb
         n_completion_tokens=n_c,
         exact_match=sum(s["exact"] for s in samples) / n if n else None,
         stop_rate=sum(s["stopped"] for s in samples) / n if n else None,
+        length_ratio=sum(len(s["generated"]) for s in samples) / ref_chars if ref_chars else None,
         n_generated=n,
         samples=samples[:3],
         seconds=time.perf_counter() - t0,

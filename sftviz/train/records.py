@@ -127,7 +127,9 @@ class EvalRecord(Record):
         marg_logprob_per_token: mean log Pr(x) per prompt token.
         exact_match: share of the first ``eval_examples`` examples whose greedy answer equals the
             reference and stops where it does (None when none were decoded). stop_rate: share of greedy
-            answers that stopped. samples: the first three decodings.
+            answers that stopped (with an EOS, before the length limit). length_ratio: the greedy answers'
+            length over the references' (characters, all decoded answers together): about 1 when answers
+            stop where the references do, above 1 when they run on. samples: the first three decodings.
     """
 
     KIND: ClassVar[str] = "eval"
@@ -139,6 +141,7 @@ class EvalRecord(Record):
     n_completion_tokens: int = 0
     exact_match: float | None = None
     stop_rate: float | None = None
+    length_ratio: float | None = None
     n_generated: int = 0
     samples: list[dict] = field(default_factory=list)
     seconds: float | None = None
