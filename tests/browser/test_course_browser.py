@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from harness import CONTRAST
 
 from conftest import ROOT, Budget, NotebookPage
 
@@ -167,3 +168,17 @@ def test_committed_notebook_is_legible_before_it_runs(jupyter_lab, page, budget,
     assert len(masked) > len(trained) >= 10, (len(masked), len(trained))
     assert all(b["bg"] not in ("rgba(0, 0, 0, 0)", "transparent") for b in masked + trained)
     view.screenshot(page.locator(".jp-OutputArea-output:has(span.sftviz-tok)").first, "committed_untrusted_02")
+    # In the dark theme too, every text of the static views stays readable: the inline styles give the
+    # token boxes dark text on their light tints; labels and tables take the theme's colours.
+    view.js("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    try:
+        view.wait_js("the dark theme", "() => document.body.dataset.jpThemeLight === 'false'", timeout=30)
+        page.wait_for_timeout(500)
+        texts = view.js(
+            f"() => [...document.querySelectorAll('.jp-OutputArea-output div.sftviz')].flatMap(r => ({CONTRAST})(r))"
+        )
+        low = [t for t in texts if t["ratio"] < t["need"]]
+        assert len(texts) > 100 and not low, f"{len(low)} of {len(texts)} texts below WCAG contrast: {low[:8]}"
+        view.screenshot(page.locator(".jp-OutputArea-output:has(span.sftviz-tok)").first, "committed_untrusted_02_dark")
+    finally:
+        view.js("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 import pytest
+from harness import CONTRAST
 
 pytestmark = pytest.mark.browser
 
@@ -405,62 +406,6 @@ VIEWS = {
     "static_view": ".sftviz-static.sftviz-logprobview",
 }
 THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
-
-# Contrast of every visible text of a view against what is behind it, as WCAG 2 defines it. axe gives up
-# on text over gradients (the hatched masked tokens) and over tints, so this computes it: the text colour
-# over every colour behind it (each colour of a gradient counts: the text must be readable on each), with
-# semi-transparent layers blended, down to the first opaque background.
-CONTRAST = r"""root => {
-  const num = s => s.endsWith('%') ? parseFloat(s) / 100 : parseFloat(s);
-  function parse(c) {  // rgb(), rgba() and color(srgb ...) (color-mix's computed form)
-    let m = c.match(/^rgba?\(([^)]+)\)$/);
-    if (m) { const p = m[1].split(/[ ,\/]+/).filter(Boolean).map(num); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; }
-    m = c.match(/^color\(srgb ([^)]+)\)$/);
-    if (m) { const p = m[1].split(/[ \/]+/).filter(Boolean).map(num); return [p[0] * 255, p[1] * 255, p[2] * 255, p.length > 3 ? p[3] : 1]; }
-    return null;
-  }
-  const colours = s => (s.match(/(rgba?\([^)]*\)|color\(srgb [^)]*\))/g) || []).map(parse).filter(Boolean);
-  const over = (top, below) => { const a = top[3]; return [0, 1, 2].map(i => top[i] * a + below[i] * (1 - a)).concat([1]); };
-  const lum = c => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
-                     return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
-  const ratio = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
-  function backgrounds(el) {  // every colour that can be behind el's text
-    const layers = [];
-    for (let n = el; n && n.nodeType === 1; n = n.parentElement) {
-      const cs = getComputedStyle(n);
-      const g = colours(cs.backgroundImage);
-      if (g.length) layers.push(g);
-      const bg = parse(cs.backgroundColor);
-      if (bg && bg[3] > 0) { layers.push([bg]); if (bg[3] >= 1) break; }
-    }
-    let base = [[255, 255, 255, 1]];
-    for (let i = layers.length - 1; i >= 0; i--) base = layers[i].flatMap(c => base.map(b => over(c, b)));
-    return base;
-  }
-  const out = [];
-  const seen = new Set();
-  for (const node of root.querySelectorAll('*')) {
-    const own = [...node.childNodes].some(t => t.nodeType === 3 && t.textContent.trim());
-    if (!own || seen.has(node)) continue;
-    seen.add(node);
-    const r = node.getBoundingClientRect();
-    const cs = getComputedStyle(node);
-    if (r.width <= 1 || r.height <= 1 || cs.visibility === 'hidden' || node.closest('.sftviz-hidden, .sftviz-sr-only, .sftviz-tip')) continue;
-    if (node.closest(':disabled, [aria-disabled="true"], .mod-disabled')) continue;  // inactive controls: exempt
-    let opacity = 1;
-    for (let n = node; n && n.nodeType === 1; n = n.parentElement) opacity *= parseFloat(getComputedStyle(n).opacity);
-    if (opacity < 0.99) continue;  // a stale view while the kernel works; not a resting state
-    const svg = node instanceof SVGElement;
-    const fg = parse(svg ? cs.fill : cs.color);
-    if (!fg) continue;
-    const size = parseFloat(cs.fontSize), bold = parseInt(cs.fontWeight, 10) >= 700;
-    const need = size >= 24 || (size >= 18.66 && bold) ? 3 : 4.5;
-    const worst = Math.min(...backgrounds(node).map(b => ratio(over(fg, b), b)));
-    out.push({text: node.textContent.trim().slice(0, 40), cls: String(node.className.baseVal ?? node.className).slice(0, 60),
-              ratio: Math.round(worst * 100) / 100, need});
-  }
-  return out;
-}"""
 
 
 def _wcag_ratio(fg, bg) -> float:
