@@ -510,8 +510,17 @@ def test_every_view_passes_axe_and_contrast(nb, theme):
                 for t in nb.js(f"() => ({CONTRAST})(document.querySelector({json.dumps(css)}))")
                 if t["ratio"] < t["need"]
             ]
-            if bad or low:
-                problems[name] = {"axe": bad, "contrast": low[:8], "low contrast texts": len(low)}
+            # every enabled control, and every token a click acts on, is in the Tab order
+            untabbable = nb.js(
+                """css => [...document.querySelector(css).querySelectorAll(
+                      'button, input, select, textarea, [role=button], .sftviz-choice, ' +
+                      '.sftviz-editable .sftviz-tok[data-sftviz-role="token"]')]
+                    .filter(e => !e.disabled && e.getBoundingClientRect().width > 0 && e.tabIndex < 0)
+                    .map(e => e.outerHTML.slice(0, 80))""",
+                css,
+            )
+            if bad or low or untabbable:
+                problems[name] = {"axe": bad, "contrast": low[:8], "low contrast texts": len(low), "no Tab": untabbable}
             nb.screenshot(nb.output(css), f"{name}_{theme}")
         assert not problems, f"{theme} theme: {json.dumps(problems, indent=1)[:6000]}"
     finally:
