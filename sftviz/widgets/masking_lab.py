@@ -140,11 +140,12 @@ class MaskingLab(W.VBox):
             rest of :func:`sftviz.train.finetune`'s arguments (``device="auto"`` uses a GPU when present).
         **finetune_kwargs: passed on to ``finetune``.
 
-    Controls: masking (completion only, full, or a prompt-loss weight with its slider), a fault to
-    inject, steps, learning rate, seed; Run, Stop and Clear. Training runs in a background thread,
-    so Stop works while it trains; a stopped run keeps its curves. Curves of every run stay overlaid
-    (each run its own colour; each masking its own line style). ``lab.runs`` holds the runs, with
-    the :class:`sftviz.train.Run` of each finished run in ``.run``.
+    Controls: masking (completion only, full, or a prompt-loss weight with its box), a fault to
+    inject, steps, learning rate, seed; Run, Stop, Continue and Clear. Training runs in a background
+    thread, so Stop works while it trains; a stopped run keeps its curves. Curves of every run stay
+    overlaid (each run its own colour; each masking its own line style). Before the first run the lab
+    says what will appear; the figure follows JupyterLab's theme (light or dark) and the lab's width.
+    ``lab.runs`` holds the runs, with the :class:`sftviz.train.Run` of each finished run in ``.run``.
     """
 
     def __init__(
@@ -429,11 +430,12 @@ class MaskingLab(W.VBox):
     def _apply_width(self, width: int) -> None:
         """Fit the figure to the lab's width (plotly's widget does not follow its container by itself)."""
         if width > 0:
-            self.figure.layout.width = max(MIN_FIGURE_WIDTH, int(width))
+            with self._lock:  # the training thread draws into the same figure
+                self.figure.layout.width = max(MIN_FIGURE_WIDTH, int(width))
 
     def _apply_theme(self, theme: str) -> None:
         """Restyle the figure for the front end's theme; the runs keep their colours (black becomes light)."""
-        with self.figure.batch_update():
+        with self._lock, self.figure.batch_update():  # the training thread draws into the same figure
             self.figure.update_layout(**_figure_theme(theme))
             for entry in self.runs:
                 for trace in entry.traces:
