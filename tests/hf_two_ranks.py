@@ -40,3 +40,8 @@ assert dist.is_initialized() and dist.get_backend() == "gloo"
 logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
 checksum = sum(float(p.detach().double().sum()) for p in trainer.model.parameters())
 (out / f"rank{rank}.txt").write_text(f"{world} {result.global_step} {checksum!r} " + " ".join(map(repr, logged)) + "\n")
+# Shut the process group down before the interpreter exits: left to exit-time teardown, a gloo thread can
+# still be running and the process aborts ("terminate called without an active exception", exit -6) after
+# its work is done, which failed a CI run once.
+dist.barrier()
+dist.destroy_process_group()
