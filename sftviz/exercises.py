@@ -387,12 +387,11 @@ def check_prediction(answer: object, experiment: Any, metric: str = "exact_match
     message always says what the runs found, in a sentence generated from them.
     """
     from .masking import check_masking
-    from .train.experiment import METRICS, masking_words
+    from .train.experiment import _check_metric, masking_words
 
     if _is_unanswered(answer):
         return _unanswered("a masking: 'completion', 'full' or a prompt-loss weight such as 0.1")
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}.")
+    _check_metric(metric)
     try:
         predicted = check_masking(answer)
     except (TypeError, ValueError) as err:
@@ -475,7 +474,7 @@ def check_from_curves(answers: object, mysteries: dict[str, Run], healthy: Run) 
     if _is_unanswered(answers):
         return [_unanswered(f"a run letter ({letters}) for {f!r}") for f in faults]
     if not isinstance(answers, dict):
-        example = "{" + ", ".join(f"{f!r}: 'A'" for f in faults) + "}"
+        example = "{" + ", ".join(f"{f!r}: {letter!r}" for f, letter in zip(faults, mysteries)) + "}"
         return [Feedback(False, f"answer with a dict from bug to run letter, e.g. {example}.") for _ in faults]
     out = []
     for fault in faults:

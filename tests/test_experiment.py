@@ -161,6 +161,8 @@ def test_plot_example_can_write_ids_and_labels(bundled):
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert f"pos 0\nid {toy.input_ids[0]}\nlabel \u2212100" in texts
     assert f"pos {len(toy) - 1}\nid {toy.input_ids[-1]}\nlabel {toy.input_ids[-1]}" in texts
+    with pytest.raises(ValueError, match="per_row"):
+        plots.plot_example(toy, per_row=0)
 
 
 def test_plot_shift_draws_each_input_over_its_target(bundled):

@@ -328,6 +328,11 @@ def plot_token_gradients(
 # --------------------------------------------------------------------------------------------
 
 
+def _check_per_row(per_row: object) -> None:
+    if isinstance(per_row, bool) or not isinstance(per_row, int) or per_row < 1:
+        raise ValueError(f"per_row must be a positive int (positions per row of the diagram), got {per_row!r}")
+
+
 def _token_box(ax: Axes, x: float, y: float, text: str, *, trained: bool, tint: str, missing: bool = False) -> None:
     """One token as a box at (x, y): trained solid with a thick black edge and bold text; masked hatched,
     dashed and grey, its text on a white patch so that the hatching does not cross it; ``missing`` (no
@@ -369,6 +374,7 @@ def plot_example(
     ``show_ids=True`` writes under each box its position, its token id and its label (the id where
     the token is a target, -100 where it is not): the picture of a toy example's labels.
     """
+    _check_per_row(per_row)
     ex, _ = example_and_report(example)
     n = len(ex)
     nrows = math.ceil(n / per_row)
@@ -414,8 +420,7 @@ def plot_shift(example: Example | ScoreReport, ax: Axes | None = None, *, per_ro
     """
     from matplotlib.patches import FancyArrowPatch
 
-    if isinstance(per_row, bool) or not isinstance(per_row, int) or per_row < 1:
-        raise ValueError(f"per_row must be a positive int (positions per row of the diagram), got {per_row!r}")
+    _check_per_row(per_row)
     ex, _ = example_and_report(example)
     n = len(ex)
     nrows = math.ceil(n / per_row)
