@@ -387,11 +387,11 @@ def check_prediction(answer: object, experiment: Any, metric: str = "exact_match
     message always says what the runs found, in a sentence generated from them.
     """
     from .masking import check_masking
-    from .train.experiment import _check_metric, masking_words
+    from .train.experiment import check_metric, masking_words
 
     if _is_unanswered(answer):
         return _unanswered("a masking: 'completion', 'full' or a prompt-loss weight such as 0.1")
-    _check_metric(metric)
+    check_metric(metric)
     try:
         predicted = check_masking(answer)
     except (TypeError, ValueError) as err:

@@ -39,7 +39,8 @@ def masking_words(masking: str | float) -> str:
     return f"prompt-loss weight {masking:g}" if isinstance(masking, numbers.Real) else str(masking)
 
 
-def _check_metric(metric: object) -> str:
+def check_metric(metric: object) -> str:
+    """``metric`` if it is one of :data:`METRICS`, else a ``ValueError`` that lists them."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}.")
     return metric  # type: ignore[return-value]
@@ -69,7 +70,7 @@ class Experiment:
     def _by_seed(self, metric: str) -> dict[str | float, dict[int, float]]:
         """``{masking: {seed: value of metric at the last evaluation}}``; runs that are missing (an
         experiment stopped early) or have no such value are left out."""
-        _check_metric(metric)
+        check_metric(metric)
         out: dict[str | float, dict[int, float]] = {}
         for m in self.maskings:
             out[m] = {}
