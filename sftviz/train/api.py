@@ -18,6 +18,7 @@ import copy
 import json
 import math
 import numbers
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -31,6 +32,7 @@ from ..checks import check_model, check_tokenizer, max_positions
 from ..faults import get_fault
 from ..masking import check_masking
 from ..modeling import resolve_device
+from . import cache as run_cache
 from .config import BETAS, EPS, FinetuneConfig
 from .engine import Trainer
 from .evaluation import EvalSet
@@ -108,6 +110,7 @@ def finetune(
     callbacks: Callback | Iterable[Callback] | None = (),
     stop: Any = None,
     resume: Run | None = None,
+    cache: str | os.PathLike | bool | None = None,
     **settings: Any,
 ) -> Run:
     """Fine-tune a causal LM on ``[prompt, completion]`` examples and record everything about it.
@@ -126,6 +129,7 @@ def finetune(
             end of the step it arrives in, so the model always holds the last recorded step's weights.
         resume: a run to continue, as ``sv.finetune(run.model, tok, data, resume=run, steps=N)``: the
             result equals an uninterrupted run of ``N`` steps, history included (see :data:`RESUME_CHANGES`).
+        cache: a folder of finished runs to reuse and fill (:mod:`sftviz.train.cache`; None: ``$SFTVIZ_RUN_CACHE``).
         **settings: the fields of :class:`~sftviz.train.config.FinetuneConfig`, whose docstring says what
             each does (``steps``, ``batch_size``, ``lr``, ``seed``, ``device``, ``eval_every``, ``fault``,
             ``head``, ``precision``, ...). An unknown name is a ``TypeError``.
@@ -148,16 +152,16 @@ def finetune(
     if resume is not None:
         config, masking, settings = _resumed_config(resume, model, config, masking, settings), None, {}
     cfg, cbs = _check_call(model, tok, config, masking, settings, callbacks, stop)
-    dev = resolve_device(cfg.device)
-    limit = max_positions(model)
-    if cfg.max_length is not None and limit is not None and cfg.max_length > limit:
-        raise ValueError(f"max_length={cfg.max_length} is longer than the model's context ({limit} tokens).")
-    max_length = cfg.max_length if cfg.max_length is not None else limit
+    dev, limit = resolve_device(cfg.device), max_positions(model)
+    max_length = _max_length(cfg, limit)
 
     # 2. Tokenize once: the training rows under the masking, the eval rows under completion-only.
     examples = prepare_examples(tok, data, cfg.masking, max_length, "data")
     eval_exs = None if eval_data is None else prepare_examples(tok, eval_data, "completion", max_length, "eval_data")
     _check_data(model, cfg, examples, eval_exs, resume)
+    slot, cached = run_cache.find(cache, model, tok, cfg, examples, eval_exs, dev, resume is None and not cbs)
+    if cached is not None:  # the same run, finished before (a grader's cache): its record, no model
+        return cached
 
     # 3. Set up: the model to train, the data as tensors, the step engine, the evaluation.
     work = copy.deepcopy(model) if cfg.copy_model else model
@@ -168,15 +172,30 @@ def finetune(
     evalset = None if eval_exs is None else EvalSet(tok, eval_exs, pad_id, cfg.eval_examples, limit)
     described = {"data": describe_data(examples), "eval_data": None if eval_exs is None else describe_data(eval_exs)}
     run = Run(config=_run_config(trainer, tok, pad_id, cbs, stop, described), model=work, device=dev)
-    start = None if resume is None else resume.state
-    if start is not None:  # the resumed run's record starts with the steps and evaluations it continues
-        run.history = [r for r in resume.history if r.step <= start.step]
-        run.evals = [e for e in resume.evals if e.step <= start.step]
+    start = _continue(run, resume)
     run.timing["setup"] = time.perf_counter() - t_setup
 
     # 4. Train.
     _train(run, trainer, evalset, cbs, stop, start)
+    run_cache.store(run, slot)
     return run
+
+
+def _continue(run: Run, resume: Run | None) -> TrainingState | None:
+    """The state a resumed run starts from (None for a new run); the resumed run's record starts with the
+    steps and evaluations it continues."""
+    start = None if resume is None else resume.state
+    if start is not None:
+        run.history = [r for r in resume.history if r.step <= start.step]
+        run.evals = [e for e in resume.evals if e.step <= start.step]
+    return start
+
+
+def _max_length(cfg: FinetuneConfig, limit: int | None) -> int | None:
+    """The longest sequence to train on: ``cfg.max_length``, checked against the model's context ``limit``."""
+    if cfg.max_length is not None and limit is not None and cfg.max_length > limit:
+        raise ValueError(f"max_length={cfg.max_length} is longer than the model's context ({limit} tokens).")
+    return cfg.max_length if cfg.max_length is not None else limit
 
 
 #: What a resumed run may change. Everything else (settings, optimiser state, random state, place in the
@@ -315,7 +334,7 @@ def _evaluate(run: Run, trainer: Trainer, evalset: EvalSet | None, k: int, callb
     was = model.training
     model.eval()
     try:
-        marg, cond, n_p, n_c = evalset.score(model, dev, trainer.amp)
+        scores = evalset.score(model, dev, trainer.amp)
         samples = evalset.generate(model, dev, trainer.amp) if trainer.config.eval_examples else []
     finally:
         model.train(was)
@@ -323,15 +342,18 @@ def _evaluate(run: Run, trainer: Trainer, evalset: EvalSet | None, k: int, callb
     ref_chars = sum(len(s["reference"]) for s in samples)
     rec = EvalRecord(
         step=k,
-        cond_logprob_per_token=cond,
-        marg_logprob_per_token=marg,
-        n_prompt_tokens=n_p,
-        n_completion_tokens=n_c,
+        cond_logprob_per_token=scores.conditional,
+        marg_logprob_per_token=scores.marginal,
+        n_prompt_tokens=scores.n_prompt,
+        n_completion_tokens=scores.n_completion,
         exact_match=sum(s["exact"] for s in samples) / n if n else None,
         stop_rate=sum(s["stopped"] for s in samples) / n if n else None,
         length_ratio=sum(len(s["generated"]) for s in samples) / ref_chars if ref_chars else None,
         n_generated=n,
         samples=samples[:3],
+        exact_per_example=[bool(s["exact"]) for s in samples] if n else None,
+        cond_logprob_per_example=scores.conditional_per_example,
+        marg_logprob_per_example=scores.marginal_per_example,
         seconds=time.perf_counter() - t0,
     )
     run.evals.append(rec)

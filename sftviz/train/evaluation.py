@@ -1,7 +1,8 @@
 """Evaluation on held-out data during a run: log-probabilities per token and greedy exact match.
 
 :class:`EvalSet` is built once per run. :meth:`EvalSet.score` measures the mean log Pr(y|x) per
-completion token and log Pr(x) per prompt token over all eval examples (no gradient);
+completion token and log Pr(x) per prompt token over all eval examples, and each example's own mean
+(no gradient);
 :meth:`EvalSet.generate` decodes the first few prompts greedily, in one left-padded batch, and
 compares each answer with the reference, including where it stops.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,23 @@ def _prompt_of(tok: Any, ex: Example, index: int) -> Prompt:
     return Prompt(prompt_ids, ref_ids, frozenset(stops), shown)
 
 
+class Scores(NamedTuple):
+    """What :meth:`EvalSet.score` measures (natural logs): per token over all eval examples, and per example."""
+
+    marginal: float | None  # mean log Pr(x) per prompt token, all examples together
+    conditional: float | None  # mean log Pr(y|x) per completion token, all examples together
+    n_prompt: int
+    n_completion: int
+    marginal_per_example: list[float | None]  # each example's own mean log Pr(x) per prompt token
+    conditional_per_example: list[float | None]  # each example's own mean log Pr(y|x) per completion token
+
+
+def _per_row_means(nll: torch.Tensor, mask: torch.Tensor) -> list[float | None]:
+    """Each row's mean log-probability (``-nll``) over its masked positions; None for a row with none."""
+    sums, counts = (nll * mask).sum(1).tolist(), mask.sum(1).tolist()
+    return [-s / c if c else None for s, c in zip(sums, counts)]
+
+
 class EvalSet:
     """Held-out examples, padded once; scored and decoded by a run at its evaluation steps."""
 
@@ -84,9 +102,14 @@ class EvalSet:
     @torch.no_grad()
     def score(
         self, model: Any, device: torch.device, amp: Callable[[], AbstractContextManager], chunk: int = 16
-    ) -> tuple[float | None, float | None, int, int]:
-        """``(log Pr(x) per prompt token, log Pr(y|x) per completion token, n prompt, n completion)``."""
+    ) -> Scores:
+        """Log Pr(x) per prompt token and log Pr(y|x) per completion token: over all eval examples
+        together (a token-level mean) and per example (each example's own mean, in order; None for an
+        example with no such token). The per-example values pair up runs for a paired test
+        (:meth:`sftviz.train.experiment.Experiment.compare`)."""
         psum = csum = 0.0
+        p_each: list[float | None] = []
+        c_each: list[float | None] = []
         for s in range(0, self.ids.shape[0], chunk):
             n = int(self.lengths[s : s + chunk].max())
             ids = self.ids[s : s + chunk, :n].to(device)
@@ -98,8 +121,17 @@ class EvalSet:
             isc = self.is_comp[s : s + chunk, : n - 1].to(device)
             psum += float((nll * isp).sum())
             csum += float((nll * isc).sum())
+            p_each += _per_row_means(nll, isp)
+            c_each += _per_row_means(nll, isc)
         n_p, n_c = int(self.is_prompt.sum()), int(self.is_comp.sum())
-        return (-psum / n_p if n_p else None), (-csum / n_c if n_c else None), n_p, n_c
+        return Scores(
+            marginal=-psum / n_p if n_p else None,
+            conditional=-csum / n_c if n_c else None,
+            n_prompt=n_p,
+            n_completion=n_c,
+            marginal_per_example=p_each,
+            conditional_per_example=c_each,
+        )
 
     @torch.no_grad()
     def generate(self, model: Any, device: torch.device, amp: Callable[[], AbstractContextManager]) -> list[dict]:

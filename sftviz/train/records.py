@@ -130,6 +130,12 @@ class EvalRecord(Record):
             answers that stopped (with an EOS, before the length limit). length_ratio: the greedy answers'
             length over the references' (characters, all decoded answers together): about 1 when answers
             stop where the references do, above 1 when they run on. samples: the first three decodings.
+        exact_per_example: whether each decoded answer matched (one bool per decoded example, in the
+            eval data's order; None when none were decoded or the run predates this field).
+        cond_logprob_per_example, marg_logprob_per_example: each eval example's own mean log Pr(y|x)
+            per completion token and log Pr(x) per prompt token, in the eval data's order (None for an
+            example with no such token; the whole list None in runs that predate these fields). Runs of
+            the same eval data pair up example by example: see :meth:`sftviz.Experiment.compare`.
     """
 
     KIND: ClassVar[str] = "eval"
@@ -145,4 +151,27 @@ class EvalRecord(Record):
     n_generated: int = 0
     samples: list[dict] = field(default_factory=list)
     seconds: float | None = None
+    exact_per_example: list[bool] | None = None
+    cond_logprob_per_example: list[float | None] | None = None
+    marg_logprob_per_example: list[float | None] | None = None
     kind: str = "eval"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalRecord:
+        """As :meth:`Record.from_dict`, and the per-example lists hold what they should (bools; numbers or null)."""
+        rec = super().from_dict(data)
+        checks = {
+            "exact_per_example": (lambda v: isinstance(v, bool), "true or false"),
+            "cond_logprob_per_example": (_number_or_none, "numbers or null"),
+            "marg_logprob_per_example": (_number_or_none, "numbers or null"),
+        }
+        for name, (ok, what) in checks.items():
+            values = getattr(rec, name)
+            bad = next((i for i, v in enumerate(values or []) if not ok(v)), None)
+            if bad is not None:
+                raise ValueError(f"An eval record's {name}[{bad}] is {values[bad]!r:.60}; it must hold {what}.")
+        return rec  # type: ignore[return-value]
+
+
+def _number_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))

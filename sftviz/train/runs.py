@@ -47,6 +47,10 @@ class Run:
             ``config["fault"]`` says "hidden" (:func:`sftviz.exercises.mystery_runs`). Not saved.
         state: what ``sv.finetune(run.model, tok, data, resume=run)`` needs to continue the run exactly
             (:class:`~sftviz.train.state.TrainingState`); saved with the weights.
+        cached: True when :func:`sftviz.finetune` took the run's record from its run cache
+            (:mod:`sftviz.train.cache`) instead of training; such a run has no model. Not saved.
+        case: for a run loaded from a graded diagnosis case (:func:`sftviz.mystery.load_case`): the case's
+            id, the run's letter, and the labels its pipeline built for the case's probe row. Not saved.
     """
 
     config: dict
@@ -61,6 +65,8 @@ class Run:
     name: str | None = None
     hidden_fault: str | None = field(default=None, repr=False)
     state: TrainingState | None = field(default=None, repr=False)
+    cached: bool = field(default=False, repr=False)
+    case: dict | None = field(default=None, repr=False)
 
     # ---------------------------------------------------------------- reading
     @property
