@@ -2,7 +2,8 @@
 
 The core (this namespace) imports no widget or plotting library, so it runs in scripts, tests and
 inside Hugging Face ``Trainer``. Views live in ``sftviz.views`` (``sftviz.render`` and ``sftviz.plots``
-are their public names) and ``sftviz.widgets``.
+are their public names) and ``sftviz.widgets``; ``sv.export_figures`` (figures for slides) is a view
+too, imported when first used.
 
     >>> import sftviz as sv
     >>> model, tok = sv.load_model()
@@ -17,7 +18,7 @@ from importlib.metadata import version as _distribution_version
 
 from .collate import SFTCollator
 from .data import IGNORE_INDEX, BoundaryMergeWarning, BoundaryNote, Example, build_example
-from .datasets import load_dataset
+from .datasets import load_dataset, load_splits
 from .faults import FAULTS
 from .gradients import TokenGradients, token_gradients
 from .logprobs import LogProbCheck, ScoreReport, TokenScore, check_logprobs, score, score_batch
@@ -65,10 +66,12 @@ __all__ = [
     "build_example",
     "check_logprobs",
     "compare_masking",
+    "export_figures",
     "finetune",
     "load_dataset",
     "load_model",
     "load_run",
+    "load_splits",
     "loss_breakdown",
     "masking_experiment",
     "resolve_device",
@@ -79,3 +82,13 @@ __all__ = [
     "token_gradients",
     "token_nll",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``sv.export_figures`` lives in the views (:mod:`sftviz.views.export`) and is imported when first
+    asked for, so that ``import sftviz`` imports no view module (the core runs without a display)."""
+    if name == "export_figures":
+        from .views.export import export_figures
+
+        return export_figures
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
