@@ -8,25 +8,30 @@ also ``assert`` it in their solution cells.
 
 from __future__ import annotations
 
-import math
 import numbers
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .data import IGNORE_INDEX, Example
+from .diagnosis_checks import CURVE_SIGNS, check_diagnoses, check_diagnosis, check_from_curves
+from .feedback import Feedback, check_number, is_unanswered, points, unanswered
+from .loss_checks import check_masked_loss
 from .mystery import (
+    answer_key,
     clues,
     confirm_hallmarks,
     curve_ends,
     evidence,
+    load_case,
     mystery_assignment,
     mystery_labels,
     mystery_runs,
+    write_case,
 )
 
 __all__ = [
     "CURVE_SIGNS",
     "Feedback",
+    "answer_key",
     "check_choice",
     "check_conditional",
     "check_diagnoses",
@@ -41,123 +46,43 @@ __all__ = [
     "confirm_hallmarks",
     "curve_ends",
     "evidence",
+    "load_case",
     "mystery_assignment",
     "mystery_labels",
     "mystery_runs",
     "points",
+    "write_case",
 ]
 
 if TYPE_CHECKING:  # the checks of notebooks 1-3 work without the training engine
     from .logprobs import ScoreReport
-    from .train.runs import Run
 
 
-@dataclass
-class Feedback:
-    """The verdict on one answer: correct, not yet correct, or not answered yet.
+def check_conditional(answer: object, report: ScoreReport, *, decimals: int | None = 2) -> Feedback:
+    """``answer`` should be log Pr(y | x) for the scored example (from joint and marginal).
 
-    It prints as one line ("Correct: ...", "Not yet: ..." with a hint, or "Not answered yet: ..."), is
-    truthy when the answer is right, and gives nbgrader its points through :func:`points`.
+    ``decimals`` is the precision the notebook prints (2 by default): an answer copied from a printout,
+    rounded to that many decimals (-13.36 for -13.3612), passes; ``decimals=None`` asks for the full value.
     """
-
-    ok: bool
-    message: str
-    answered: bool = True
-
-    def __bool__(self):
-        return self.ok
-
-    @property
-    def verdict(self) -> str:
-        if self.ok:
-            return "Correct"
-        return "Not yet" if self.answered else "Not answered yet"
-
-    def __repr__(self):
-        return f"{self.verdict}: {self.message}"
-
-    def _repr_html_(self):
-        from html import escape
-
-        colour, mark = (
-            ("#1b7837", "\u2714") if self.ok else ("#b2182b", "\u2718") if self.answered else ("#767676", "\u2026")
-        )
-        return (
-            f'<div class="sftviz-feedback" data-sftviz-ok="{str(self.ok).lower()}" '
-            f'data-sftviz-answered="{str(self.answered).lower()}" '
-            f'style="border-left:4px solid {colour};padding:4px 8px;margin:4px 0">'
-            f"<b>{mark} {self.verdict}:</b> {escape(self.message)}</div>"
-        )
-
-
-def _unanswered(what: str) -> Feedback:
-    return Feedback(False, f"replace the None (or ...) with {what}, then run the cell again.", answered=False)
-
-
-def _is_unanswered(answer) -> bool:
-    return answer is None or answer is Ellipsis
-
-
-def points(*feedback: Feedback) -> float:
-    """The points for one or more checks: one per correct answer (0 for a wrong or missing one).
-
-    The course's autograded cells end with this, so that nbgrader reads the number as the cell's
-    (partial) credit; it never raises, so Run All goes on past an unanswered exercise.
-    """
-    flat = []
-    for f in feedback:
-        flat.extend(f if isinstance(f, (list, tuple)) else [f])
-    if not flat or not all(isinstance(f, Feedback) for f in flat):
+    joint, marginal = getattr(report, "joint", None), getattr(report, "marginal", None)
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (joint, marginal)):
         raise TypeError(
-            "points() takes the Feedback returned by the exercise checks, e.g. points(check_labels(labels, ex))."
+            "check_conditional needs the ScoreReport of sv.score (with .joint and .marginal), "
+            f"got {type(report).__name__}."
         )
-    return float(sum(f.ok for f in flat))
-
-
-def _number(answer, what):
-    if _is_unanswered(answer):
-        return None, _unanswered(what)
-    if hasattr(answer, "item") and callable(answer.item):
-        try:
-            answer = answer.item()
-        except (ValueError, RuntimeError):
-            return None, Feedback(
-                False, f"{what} should be a single number, not an array of shape {tuple(answer.shape)}."
-            )
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
-        return None, Feedback(False, f"{what} should be a number, got {type(answer).__name__}.")
-    if math.isnan(float(answer)):
-        return None, Feedback(False, f"{what} is NaN: did you take the log of 0 or average over nothing?")
-    return float(answer), None
-
-
-def check_number(answer: object, expected: float, what: str, *, tol: float = 1e-3, hint: str = "") -> Feedback:
-    """Compare a number with the value the core computed (absolute or 1e-4 relative tolerance)."""
-    value, bad = _number(answer, what)
-    if bad is not None:
-        return bad
-    if abs(value - expected) <= max(tol, 1e-4 * abs(expected)):
-        return Feedback(True, f"{what} = {value:.4g}.")
-    msg = f"{what} = {value:.4f} does not match the model's {expected:.4f}."
-    if abs(value + expected) <= max(tol, 1e-4 * abs(expected)) and expected != 0:
-        msg += " The sign is flipped: log-probabilities are negative, losses positive."
-    return Feedback(False, msg + (" " + hint if hint else ""))
-
-
-def check_conditional(answer: object, report: ScoreReport) -> Feedback:
-    """``answer`` should be log Pr(y | x) for the scored example (from joint and marginal)."""
     return check_number(
         answer,
-        report.joint - report.marginal,
+        joint - marginal,
         "log Pr(y | x)",
         hint="By the chain rule, log Pr(y | x) = log Pr([x, y]) - log Pr(x).",
+        decimals=decimals,
     )
 
 
 def _int_list(answer: object, what: str) -> tuple[list[int] | None, Feedback | None]:
     """``answer`` as a flat list of ints, or the Feedback that says why it is not one."""
-    if _is_unanswered(answer):
-        return None, _unanswered(what)
+    if is_unanswered(answer):
+        return None, unanswered(what)
     if isinstance(answer, (str, bytes, dict)) or not (isinstance(answer, (list, tuple)) or hasattr(answer, "tolist")):
         return None, Feedback(False, f"{what} should be a list of integers, got {type(answer).__name__}.")
     values = answer.tolist() if hasattr(answer, "tolist") else list(answer)
@@ -200,8 +125,8 @@ def _label_mistake(answer: list[int], example: Example, expected: list[int]) -> 
     eos = [t for t in range(n) if example.segments[t] == "eos"]
     if eos and answer == [IGNORE_INDEX if t in eos else v for t, v in enumerate(expected)]:
         return (
-            "the EOS is masked. The EOS that ends the completion must be a target, or the model never "
-            "learns to stop and keeps generating after the answer."
+            "the EOS is masked. The EOS that ends the completion must be a target, or fine-tuning never "
+            "teaches the model to stop after the answer, and its answers run on."
         )
     return None
 
@@ -242,7 +167,7 @@ def check_labels(answer: object, example: Example) -> Feedback:
     t = wrong[0]
     seg = example.segments[t]
     why = {
-        "eos": "the EOS that ends the completion must be trained, or the model never learns to stop",
+        "eos": "the EOS that ends the completion must be trained, or fine-tuning never teaches the model to stop after the answer",
         "bos": "the BOS is context only: nothing predicts it",
         "prompt": "prompt tokens are context, not targets, under completion-only loss",
         "completion": "completion tokens are the targets: their label is their own id (the model does the shift)",
@@ -253,89 +178,11 @@ def check_labels(answer: object, example: Example) -> Feedback:
     )
 
 
-def _masked_loss_slips(logits: Any, labels: Any) -> dict[str, float]:
-    """The usual wrong versions of the masked loss, by what went wrong."""
-    import torch
-
-    logp = torch.log_softmax(logits.float(), dim=-1)
-
-    def nll(lp: Any, lab: Any) -> Any:
-        keep = lab != IGNORE_INDEX
-        return -lp[keep].gather(-1, lab[keep].unsqueeze(-1)).squeeze(-1) if keep.any() else lp.new_zeros(0)
-
-    shifted = nll(logp[:, :-1], labels[:, 1:])
-    slips = {
-        "you did not shift: the logits at position t predict the token at t + 1, so compare logits[:, :-1] "
-        "with labels[:, 1:]": nll(logp, labels).mean(),
-        "you summed the per-token losses; the loss is their mean over the trained targets": shifted.sum(),
-        "you shifted the wrong way: logits[:, :-1] go with labels[:, 1:], not logits[:, 1:] with labels[:, :-1]": nll(
-            logp[:, 1:], labels[:, :-1]
-        ).mean(),
-        "you averaged over every position, masked ones included (counting them as 0); divide by the number of "
-        "trained targets only": shifted.sum() / max(labels[:, 1:].numel(), 1),
-        "you used the raw logits as log-probabilities; take log_softmax over the vocabulary first (or use "
-        "cross_entropy, which does)": nll(logits.float()[:, :-1], labels[:, 1:]).mean(),
-    }
-    return {why: float(v) for why, v in slips.items()}
-
-
-def _close(a: float, b: float) -> bool:
-    return math.isfinite(b) and abs(a - b) <= max(1e-3, 1e-4 * abs(b))
-
-
-def _check_loss_value(answer: object, logits: Any, labels: Any, where: str) -> Feedback:
-    from .loss import sft_loss
-
-    value, bad = _number(answer, f"the masked loss{where}")
-    if bad is not None:
-        return bad
-    expected = float(sft_loss(logits, labels))
-    if _close(value, expected):
-        return Feedback(True, f"masked loss{where} = {value:.4f}, the same as sv.sft_loss.")
-    for why, wrong in _masked_loss_slips(logits, labels).items():
-        if _close(value, wrong):
-            return Feedback(False, f"masked loss{where} = {value:.4f}, not {expected:.4f}: {why}.")
-    return check_number(
-        value, expected, f"the masked loss{where}", hint="Shift, cross-entropy, then the mean over labels != -100."
-    )
-
-
-def check_masked_loss(answer: object, logits: Any, labels: Any) -> Feedback:
-    """The completion-only loss from ``logits`` (batch, seq, vocab) and unshifted ``labels`` (batch, seq).
-
-    ``answer`` is a number, or better a function ``f(logits, labels)`` that computes it: a function is
-    also run on a second, random batch of two sequences (other masks, other lengths of the trained part), so
-    a copied number or a rule that only fits this example does not pass. The right value is
-    :func:`sftviz.sft_loss`: shift (logits at t against labels at t + 1), cross-entropy, mean over the
-    targets that are not -100. The usual slips are named: no shift, a shift the wrong way, a sum instead of
-    a mean, masked positions averaged in, raw logits instead of log-probabilities.
-    """
-    import torch
-
-    if not callable(answer):
-        return _check_loss_value(answer, logits, labels, "")
-    gen = torch.Generator().manual_seed(0)
-    other_logits = torch.randn(2, 6, 11, generator=gen)
-    other_labels = torch.randint(0, 11, (2, 6), generator=gen)
-    other_labels[0, :3] = IGNORE_INDEX
-    other_labels[1, :1] = IGNORE_INDEX
-    cases = [(logits, labels, " on this example"), (other_logits, other_labels, " on a random batch of two")]
-    for lg, lb, where in cases:
-        try:
-            value = answer(lg, lb)
-        except Exception as err:  # noqa: BLE001 (a student's function: report any error, never raise it)
-            return Feedback(False, f"your function raised {type(err).__name__}{where}: {err}")
-        fb = _check_loss_value(value, lg, lb, where)
-        if not fb:
-            return fb
-    return Feedback(True, "your function gives the same loss as sv.sft_loss on this example and on a random batch.")
-
-
 def check_predicting_position(answer: object, example: Example) -> Feedback:
     """``answer`` should be the position whose logits predict the first completion token."""
     expected = example.n_prompt - 1
-    if _is_unanswered(answer):
-        return _unanswered("a position (an integer)")
+    if is_unanswered(answer):
+        return unanswered("a position (an integer)")
     if isinstance(answer, bool) or not isinstance(answer, numbers.Integral):
         return Feedback(False, f"give a position (an integer), got {type(answer).__name__}.")
     if answer == expected:
@@ -357,13 +204,45 @@ def check_predicting_position(answer: object, example: Example) -> Feedback:
     )
 
 
-def check_choice(answer: object, expected: object, explanation: str) -> Feedback:
-    """A multiple-choice or true/false answer, with the explanation either way.
+_BOOL_WORDS = {"true": True, "yes": True, "false": False, "no": False}
 
-    Strings compare without case or surrounding space; a list, tuple or set of choices compares as a set.
+
+def _plain_bool(value: object) -> object:
+    """A numpy or 0-d torch bool as a Python bool; anything else unchanged."""
+    if not isinstance(value, bool) and type(value).__name__ in ("bool_", "bool", "Tensor") and hasattr(value, "item"):
+        try:
+            item = value.item()
+        except (ValueError, RuntimeError):
+            return value
+        return item if isinstance(item, bool) else value
+    return value
+
+
+def check_choice(answer: object, expected: object, explanation: str, *, hint: str = "") -> Feedback:
+    """A multiple-choice or true/false answer.
+
+    A right answer shows ``explanation``; a wrong one does not (it would give the answer away) but shows
+    ``hint`` if given ("Not yet: <hint>"), else a generic nudge to reread the question and try again.
+    Strings compare without case or surrounding space; a list, tuple or set of choices compares as a
+    set. When ``expected`` is a bool, the strings "True"/"yes" and "False"/"no" (any case) count as
+    that bool. ``expected``, ``explanation`` and ``hint`` come from the notebook: ``expected`` None
+    raises ``ValueError``, a non-string explanation or hint ``TypeError``.
     """
-    if _is_unanswered(answer):
-        return _unanswered("your choice")
+    if not isinstance(explanation, str) or not isinstance(hint, str):
+        raise TypeError("check_choice needs the explanation (and the optional hint) as strings.")
+    if is_unanswered(expected):
+        raise ValueError("check_choice needs the expected answer, got None.")
+    if is_unanswered(answer):
+        return unanswered("your choice")
+    expected = _plain_bool(expected)
+    answer = _plain_bool(answer)
+    nudge = hint or "that is not it; reread the question and the output above it, then try again."
+    if isinstance(expected, bool):
+        if isinstance(answer, str) and answer.strip().lower() in _BOOL_WORDS:
+            answer = _BOOL_WORDS[answer.strip().lower()]
+        if not isinstance(answer, bool):
+            return Feedback(False, f"answer True or False, not {answer!r}.")
+        return Feedback(True, explanation) if answer == expected else Feedback(False, nudge)
 
     def norm(v: object) -> object:
         if isinstance(v, str):
@@ -375,139 +254,103 @@ def check_choice(answer: object, expected: object, explanation: str) -> Feedback
                 return v
         return v
 
-    ok = norm(answer) == norm(expected)
-    return Feedback(ok, explanation)
+    try:
+        ok = bool(norm(answer) == norm(expected))
+    except Exception:  # noqa: BLE001 (an answer whose == is not a plain bool, e.g. an array)
+        ok = False
+    return Feedback(True, explanation) if ok else Feedback(False, nudge)
+
+
+_TIE_WORDS = {"tie", "nowinner", "nonecanbecalled"}
+_MASKING_WORDS = {
+    "completion": "completion",
+    "completion only": "completion",
+    "completion only loss": "completion",
+    "completion loss": "completion",
+    "full": "full",
+    "full loss": "full",
+    "unmasked": "full",
+    "prompt": "prompt",
+}
+
+
+def _is_tie(answer: object) -> bool:
+    if not isinstance(answer, str):
+        return False
+    return "".join(answer.lower().replace("-", " ").replace("_", " ").split()) in _TIE_WORDS
+
+
+def _student_masking(answer: object) -> str | float:
+    """A masking as a student writes it, normalised: any case and spacing; "completion-only", "completion
+    only" or "completion_only" for "completion"; "full loss" or "unmasked" for "full"; "0.1" for 0.1.
+    Raises ``TypeError``/``ValueError`` (from :func:`sftviz.masking.check_masking`) for anything else."""
+    from .masking import check_masking
+
+    if isinstance(answer, str):
+        words = " ".join(answer.strip().lower().replace("-", " ").replace("_", " ").split())
+        if words in _MASKING_WORDS:
+            return _MASKING_WORDS[words]
+        try:
+            weight = float(words)
+        except ValueError:
+            return check_masking(answer)  # raises the ValueError that lists the maskings
+        return check_masking(weight)
+    if not isinstance(answer, numbers.Real) and hasattr(answer, "item"):  # a numpy scalar or a 0-d tensor
+        try:
+            answer = answer.item()
+        except (ValueError, RuntimeError) as err:
+            raise TypeError(f"a masking is one name or one number, not an array of shape {answer.shape}.") from err
+    return check_masking(answer)
 
 
 def check_prediction(answer: object, experiment: Any, metric: str = "exact_match") -> Feedback:
     """A prediction, made before the runs, of which masking ends best on ``metric`` in ``experiment``.
 
-    Right when the runs name that masking the clear winner, or, when they cannot call one, when the
-    prediction is not clearly beaten by the best mean (see :meth:`sftviz.Experiment.winner`). The
-    message always says what the runs found, in a sentence generated from them.
+    The right answer is what :meth:`sftviz.Experiment.winner` calls: the winning masking when the runs
+    call a winner, and ``"tie"`` when they cannot (``"no winner"`` and ``"none can be called"`` are read
+    the same way, in any case, with or without spaces or hyphens). So predicting a masking is wrong
+    when the runs cannot tell the maskings apart, and predicting a tie is wrong when they can. Maskings
+    are read as a student writes them (``"Full"``, ``"completion-only"``, ``"0.1"``). The message always
+    ends with what the runs found, in a sentence generated from them (:meth:`~sftviz.Experiment.verdict`).
+
+    ``experiment`` and ``metric`` come from the notebook: a bad one raises ``TypeError``/``ValueError``.
     """
-    from .masking import check_masking
     from .train.experiment import check_metric, masking_words
 
-    if _is_unanswered(answer):
-        return _unanswered("a masking: 'completion', 'full' or a prompt-loss weight such as 0.1")
+    if not all(hasattr(experiment, a) for a in ("winner", "verdict", "maskings")):
+        raise TypeError(
+            f"check_prediction needs an Experiment (from sv.masking_experiment), got {type(experiment).__name__}."
+        )
     check_metric(metric)
-    try:
-        predicted = check_masking(answer)
-    except (TypeError, ValueError) as err:
-        return Feedback(False, f"{answer!r} is not a masking: {err}")
-    if predicted not in experiment.maskings:
-        names = ", ".join(repr(m) for m in experiment.maskings)
-        return Feedback(False, f"the experiment ran {names}; predict one of them, not {predicted!r}.")
+    if is_unanswered(answer):
+        return unanswered(
+            "a masking: 'completion', 'full' or a prompt-loss weight such as 0.1; or 'tie' if you expect the runs "
+            "to call no winner"
+        )
     best, clear = experiment.winner(metric)
     found = experiment.verdict(metric)
-    if predicted == best:
-        return Feedback(True, f"you predicted {masking_words(predicted)}. {found}")
-    if clear:
-        return Feedback(False, f"you predicted {masking_words(predicted)}. {found}")
-    n = len(experiment.seeds)
-    if experiment.wins(best, predicted, metric) == n:
+    if _is_tie(answer):
+        if clear:
+            return Feedback(
+                False, f"you predicted that the runs cannot call a winner, but they call {masking_words(best)}. {found}"
+            )
+        return Feedback(True, f"you predicted that the runs cannot call a winner, and they cannot. {found}")
+    try:
+        predicted = _student_masking(answer)
+    except (TypeError, ValueError) as err:
+        return Feedback(False, f"{answer!r} is not a masking (nor 'tie'): {err}")
+    maskings = list(experiment.maskings)
+    if isinstance(predicted, float) and predicted in (0.0, 1.0) and predicted not in maskings:
+        predicted = "completion" if predicted == 0.0 else "full"  # w = 0 trains like completion, w = 1 like full
+    if predicted not in maskings:
+        names = ", ".join(repr(m) for m in maskings)
+        return Feedback(False, f"the experiment ran {names}; predict one of them (or 'tie'), not {predicted!r}.")
+    if not clear:
         return Feedback(
             False,
-            f"you predicted {masking_words(predicted)}, which ends below {masking_words(best)} on all {n} seeds. {found}",
+            f"you predicted {masking_words(predicted)}, but the runs cannot call a winner on this metric; "
+            f"predicting 'tie' would have matched them. {found}",
         )
-    return Feedback(
-        True,
-        f"you predicted {masking_words(predicted)}, which the runs cannot tell apart from the best mean. {found}",
-    )
-
-
-def check_diagnosis(answer: object, mystery: Run) -> Feedback:
-    """``answer`` should name the fault injected into ``mystery`` (a run from the diagnosis notebook)."""
-    from .faults import FAULTS  # imported here: the engine is optional for the other checks
-
-    if _is_unanswered(answer):
-        return _unanswered(f"one of: {', '.join(FAULTS)}")
-    if not isinstance(getattr(mystery, "config", None), dict):
-        raise TypeError(
-            f"check_diagnosis needs a run from mystery_runs (e.g. mysteries['A']), got {type(mystery).__name__}."
-        )
-    truth = getattr(mystery, "hidden_fault", None) or mystery.config.get("fault")
-    if not isinstance(answer, str):
-        return Feedback(
-            False, f"name one fault as a string, e.g. 'eos_masked', not a {type(answer).__name__}: {', '.join(FAULTS)}."
-        )
-    if answer not in FAULTS:
-        return Feedback(False, f"{answer!r} is not a known fault; choose one of: {', '.join(FAULTS)}.")
-    if answer == truth:
-        return Feedback(True, f"{answer}: {FAULTS[answer]}")
-    return Feedback(False, f"{answer} would look different ({FAULTS[answer]}). Look again at the curves and labels.")
-
-
-#: The bugs that the curves alone give away, and how (notebook 5's "curves alone" exercise).
-CURVE_SIGNS = {
-    "prompt_trained": "the run whose prompt NLL falls far below the healthy run's while its completion NLL stays high",
-    "accum_mean_of_means": "the run whose prompt and completion NLL follow the healthy run's, although its objective "
-    "does not",
-}
-
-
-def _curve_line(letter: str, e: dict, ok: dict) -> str:
-    return (
-        f"run {letter} ends with prompt NLL {e['prompt_nll']:.2f} and completion NLL {e['completion_nll']:.2f} "
-        f"nats (last 10 steps), and its objective is {e['objective_gap']:.1%} off the completion NLL on average "
-        f"(healthy run: {ok['prompt_nll']:.2f}, {ok['completion_nll']:.2f} and {ok['objective_gap']:.1%})"
-    )
-
-
-def check_from_curves(answers: object, mysteries: dict[str, Run], healthy: Run) -> list[Feedback]:
-    """Which run has which bug, from the training curves alone: one :class:`Feedback` per bug of
-    :data:`CURVE_SIGNS` that is among the mystery runs.
-
-    ``answers`` maps a bug's name to a run letter, e.g. ``{"prompt_trained": "A"}``. The feedback quotes
-    the curves' end values of the run named (measured by :func:`curve_ends`, against the healthy run),
-    and a wrong answer says what the right run's curves look like without naming it.
-    """
-    if not isinstance(mysteries, dict) or not mysteries:
-        raise TypeError("check_from_curves needs the dict of mystery runs from mystery_runs (e.g. mysteries).")
-    ok = curve_ends(healthy)
-    truth = {getattr(run, "hidden_fault", None): letter for letter, run in mysteries.items()}
-    faults = [f for f in CURVE_SIGNS if f in truth]
-    if not faults:
-        return [Feedback(False, "none of these runs has a bug that the curves alone give away; nothing to check.")]
-    letters = ", ".join(mysteries)
-    if _is_unanswered(answers):
-        return [_unanswered(f"a run letter ({letters}) for {f!r}") for f in faults]
-    if not isinstance(answers, dict):
-        example = "{" + ", ".join(f"{f!r}: {letter!r}" for f, letter in zip(faults, mysteries)) + "}"
-        return [Feedback(False, f"answer with a dict from bug to run letter, e.g. {example}.") for _ in faults]
-    out = []
-    for fault in faults:
-        answer = answers.get(fault)
-        if _is_unanswered(answer):
-            out.append(_unanswered(f"a run letter ({letters}) for {fault!r}"))
-        elif not isinstance(answer, str) or answer.strip().upper() not in mysteries:
-            out.append(Feedback(False, f"{fault}: {answer!r} is not a run; name one of {letters}."))
-        else:
-            letter = answer.strip().upper()
-            line = _curve_line(letter, curve_ends(mysteries[letter]), ok)
-            if letter == truth[fault]:
-                out.append(Feedback(True, f"{fault}: {line}."))
-            else:
-                out.append(Feedback(False, f"{fault}: {line}. Look for {CURVE_SIGNS[fault]}."))
-    return out
-
-
-def check_diagnoses(answers: object, mysteries: dict[str, Run]) -> list[Feedback]:
-    """One :func:`check_diagnosis` per mystery run; ``answers`` maps letters to fault names.
-
-    A list or tuple with one name per run, in the runs' order, is read as such; any other answer gets
-    feedback saying what shape is expected, never an exception.
-    """
-    if not isinstance(mysteries, dict) or not mysteries:
-        raise TypeError("check_diagnoses needs the dict of mystery runs from mystery_runs (e.g. mysteries).")
-    if isinstance(answers, dict):
-        return [check_diagnosis(answers.get(letter), run) for letter, run in mysteries.items()]
-    if isinstance(answers, (list, tuple)) and len(answers) == len(mysteries):
-        return [check_diagnosis(a, run) for a, run in zip(answers, mysteries.values())]
-    example = "{" + f"'{next(iter(mysteries))}': 'eos_masked', ..." + "}"
-    shape = f"a {type(answers).__name__}" + (f" of {len(answers)}" if isinstance(answers, (list, tuple)) else "")
-    return [
-        Feedback(False, f"diagnosis should be a dict from run letter to fault name, e.g. {example}; got {shape}.")
-        for _ in mysteries
-    ]
+    if predicted == best:
+        return Feedback(True, f"you predicted {masking_words(predicted)}. {found}")
+    return Feedback(False, f"you predicted {masking_words(predicted)}, but {masking_words(best)} wins. {found}")

@@ -33,7 +33,8 @@ class NothingToTrainWarning(UserWarning):
     """A batch had no trained target; its loss is an (attached) zero."""
 
 
-def _check_logits_labels(logits, labels):
+def check_logits_labels(logits, labels):
+    """``(logits, labels)`` checked (types, shapes, dtypes) with a clear error, as the losses need them."""
     if not isinstance(logits, torch.Tensor) or not isinstance(labels, torch.Tensor):
         raise TypeError("logits and labels must be torch tensors (e.g. model(...).logits and batch['labels']).")
     if labels.dim() == 1:
@@ -143,7 +144,7 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     (and always 0 at ``t = 0``, which nothing predicts). Pass ``input_ids`` as labels to score every
     token. Computed in float32 whatever the logits' dtype.
     """
-    logits, labels = _check_logits_labels(logits, labels)
+    logits, labels = check_logits_labels(logits, labels)
     b, n, v = logits.shape
     out = logits.new_zeros((b, n), dtype=torch.float32)
     if n < 2:
@@ -183,7 +184,7 @@ def sft_loss(
         long completion counts more than a short one, as in Hugging Face's loss. A batch with nothing
         to train returns a zero that is still attached to the graph, with a warning (never NaN).
     """
-    logits, labels = _check_logits_labels(logits, labels)
+    logits, labels = check_logits_labels(logits, labels)
     weights = _check_weights(weights, labels)
     if labels.shape[1] < 2:
         return _zero_loss(logits)

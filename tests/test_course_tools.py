@@ -54,7 +54,7 @@ def _typical_wrong_labels(ex):
         "shifted by hand": (labels[1:] + [-100], "shifted one position to the left"),
         "shifted by hand, one fewer": (labels[1:], "did you shift them"),
         "prompt trained": ([-100] + [ids[t] if t not in completion else -100 for t in range(1, len(ids))], "inverted"),
-        "EOS masked": (labels[:-1] + [-100], "never learns to stop"),
+        "EOS masked": (labels[:-1] + [-100], "never teaches the model to stop"),
     }
 
 
@@ -101,27 +101,34 @@ def test_check_labels_one_wrong_token_names_its_position(ex):
 
 
 def test_check_masked_loss_names_the_slip(tiny_model, gpt2_tok, ex):
+    # the check takes a function (a copied number cannot be checked on other batches): each slip as one
     ids, labels = torch.tensor([ex.input_ids]), torch.tensor([ex.labels])
     with torch.no_grad():
         logits = tiny_model(input_ids=ids).logits
-    right = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100)
+    F = torch.nn.functional
+
+    def right(lg, lb):
+        return F.cross_entropy(lg[:, :-1].flatten(0, 1), lb[:, 1:].flatten(), ignore_index=-100)
+
+    def picked(lg, lb):
+        keep = lb[:, 1:] != -100
+        return -lg.log_softmax(-1)[:, :-1][keep].gather(-1, lb[:, 1:][keep].unsqueeze(-1)).squeeze(-1)
+
     assert exercises.check_masked_loss(right, logits, labels)
-    logp = logits.log_softmax(-1)
-    keep = labels[0, 1:] != -100
-    picked = -logp[0, :-1][keep].gather(-1, labels[0, 1:][keep].unsqueeze(-1)).squeeze(-1)
-    no_shift = torch.nn.functional.cross_entropy(logits[0], labels[0], ignore_index=-100)
     wrong = {
-        "did not shift": no_shift,
-        "summed": picked.sum(),
-        "masked ones included": picked.sum() / labels[0, 1:].numel(),
-        "raw logits": -logits[0, :-1][keep].gather(-1, labels[0, 1:][keep].unsqueeze(-1)).mean(),
+        "did not shift": lambda lg, lb: F.cross_entropy(lg.flatten(0, 1), lb.flatten(), ignore_index=-100),
+        "summed": lambda lg, lb: picked(lg, lb).sum(),
+        "masked ones included": lambda lg, lb: picked(lg, lb).sum() / lb[:, 1:].numel(),
+        "raw logits": lambda lg, lb: (
+            -lg[:, :-1][lb[:, 1:] != -100].gather(-1, lb[:, 1:][lb[:, 1:] != -100].unsqueeze(-1)).mean()
+        ),
     }
-    for words, value in wrong.items():
-        fb = exercises.check_masked_loss(value, logits, labels)
+    for words, fn in wrong.items():
+        fb = exercises.check_masked_loss(fn, logits, labels)
         assert not fb and words in fb.message, (words, fb.message)
-    assert "sign is flipped" in exercises.check_masked_loss(-right, logits, labels).message
+    assert "sign is flipped" in exercises.check_masked_loss(lambda lg, lb: -right(lg, lb), logits, labels).message
     assert not exercises.check_masked_loss(None, logits, labels).answered
-    assert "single number" in exercises.check_masked_loss(logits[0, 0], logits, labels).message
+    assert "single number" in exercises.check_masked_loss(lambda lg, lb: lg[0, 0], logits, labels).message
 
 
 def test_check_diagnosis_never_crashes(tiny_model, gpt2_tok):

@@ -235,7 +235,9 @@ def test_quiz_filters_and_shuffles():
 def test_quiz_static_fallback_and_escaping():
     from sftviz.widgets import Quiz
 
-    qz = Quiz([mc(prompt=HOSTILE, choices=[HOSTILE, "b & c"], explanation="</script>")], title=HOSTILE)
+    qz = Quiz(
+        [mc(prompt=HOSTILE, choices=[HOSTILE, "b & c"], explanation="</script>")], title=HOSTILE, reveal_in_static=True
+    )
     data, _meta = qz._repr_mimebundle_()
     html = re.sub(r"<style>.*?</style>", "", data["text/html"], flags=re.S)
     assert "<img" not in html and "</script>" not in html and "&lt;img" in html and "b &amp; c" in html

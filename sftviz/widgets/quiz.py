@@ -22,8 +22,9 @@ class Quiz(SftvizWidget):
         ids: keep only these question ids, in this order.
         shuffle: shuffle the question order with ``random.Random(seed)``.
         title: a heading (default: the bank's title).
-        reveal_in_static: whether the static HTML (nbconvert, nbviewer) includes the answers in a
-            closed "Answer" box. Turn it off for student hand-outs.
+        reveal_in_static: whether the static HTML (nbconvert, nbviewer, a committed notebook's saved
+            output) includes the answers in a closed "Answer" box. Off by default, so that a static view
+            never gives the answers away; an instructor turns it on for an answer sheet.
 
     Picking a choice in the browser sets ``responses`` (question id -> choice index); the Python side
     grades it at once and fills ``feedback`` (correct or not, the right answer, why the picked choice
@@ -50,7 +51,7 @@ class Quiz(SftvizWidget):
         shuffle: bool = False,
         seed: int = 0,
         title: str | None = None,
-        reveal_in_static: bool = True,
+        reveal_in_static: bool = False,
     ):
         bank = as_questions(questions)
         qs = list(bank.questions)
@@ -158,7 +159,8 @@ class Quiz(SftvizWidget):
     # -- display ------------------------------------------------------------------------------
 
     def static_html(self) -> str:
-        """The questions as static HTML (:func:`sftviz.render.quiz_html`), answers folded unless turned off."""
+        """The questions as static HTML (:func:`sftviz.render.quiz_html`); the answers (folded) only when
+        ``reveal_in_static`` is True."""
         return quiz_html(self.question_list, reveal=self.reveal_in_static, title=self.title or None)
 
     def __repr__(self) -> str:
