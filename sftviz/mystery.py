@@ -9,6 +9,10 @@ curves end; :func:`evidence` measures, from a run's record, what a careful engin
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .data import Example
@@ -55,6 +59,7 @@ def mystery_runs(
     steps: int = 150,
     seed: int = 0,
     key: int | str | None = None,
+    case: str | os.PathLike | None = None,
     progress: bool = True,
     **finetune_kwargs: Any,
 ) -> tuple[Run, dict[str, Run]]:
@@ -64,13 +69,25 @@ def mystery_runs(
         suspects: fault names from :data:`sftviz.faults.FAULTS` (2 to 6 of them, all different).
         seed: the training seed of every run.
         key: decides which bug is in which run (see :func:`mystery_assignment`); default: ``seed``.
+        case: a case folder written by :func:`write_case` (the instructor's graded version). When that
+            folder exists, its runs are loaded instead of trained, and nothing in this process knows which
+            bug is where: the answers are graded with the instructor's key file. When it does not exist
+            (or ``case`` is None) the runs are trained here, for self-study: the self-checks then know
+            the answers at once, and so could a curious student.
         progress: one progress bar over the runs, with the time left (it names no bug).
         **finetune_kwargs: passed to :func:`sftviz.finetune` (``eval_data``, ``lr``, ...).
 
     Returns:
-        ``(healthy, {"A": run, "B": run, ...})``. Each mystery run's record says ``fault: "hidden"``;
-        :func:`sftviz.exercises.check_diagnosis` knows the truth.
+        ``(healthy, {"A": run, "B": run, ...})``. Each mystery run's record says ``fault: "hidden"``.
     """
+    if case is not None and (Path(case) / CASE_FILE).is_file():
+        healthy, runs = load_case(case)
+        if sorted(suspects) != sorted(runs_suspects(case)):
+            raise ValueError(
+                f"The case {str(case)!r} was built with the suspects {runs_suspects(case)}, not {list(suspects)}: "
+                "set SUSPECTS to those, or ask your instructor for the case of this notebook."
+            )
+        return healthy, runs
     from .train import finetune
     from .train.experiment import runs_progress
 
@@ -95,6 +112,155 @@ def mystery_runs(
     return healthy, runs
 
 
+# ----------------------------------------------------------------------------------------------
+# A graded case: the runs built once by the instructor, the answer key kept by the grader
+# ----------------------------------------------------------------------------------------------
+
+#: The file in a case folder that lists its runs and holds the probe example's labels.
+CASE_FILE = "case.json"
+CASE_FORMAT = "sftviz-mystery-case"
+
+
+def _secret_seed(key: int | str) -> int:
+    """The training seed of a graded case, derived from its secret key: without the key a student cannot
+    retrain the suspects on the same batches and match the curves number for number."""
+    digest = hashlib.sha256(f"sftviz-mystery-seed:{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % (2**31)
+
+
+def write_case(
+    folder: str | os.PathLike,
+    key_file: str | os.PathLike,
+    model: Any,
+    tok: Any,
+    data: list,
+    suspects: list[str],
+    probe: dict,
+    *,
+    key: int | str,
+    steps: int = 150,
+    progress: bool = True,
+    check_hallmarks: bool = True,
+    **finetune_kwargs: Any,
+) -> dict[str, str]:
+    """Build a graded diagnosis case: train the runs once, write their records to ``folder`` without the
+    bugs' names, and the answer key to ``key_file`` (keep it out of what students get).
+
+    The runs' letters come from ``key`` and their training seed is derived from it, so a student can
+    neither read the assignment nor retrain the suspects on the same batches to match the curves.
+    Timings are left out of the records (they could tell the runs apart), and each run's labels for the
+    ``probe`` row are stored, so that :func:`mystery_labels` and :func:`evidence` work on the loaded runs.
+    Each run's hallmark is checked (:func:`confirm_hallmarks`) before anything is written, unless
+    ``check_hallmarks=False`` (for tests on models too small to show them).
+
+    Returns the answer key, ``{"A": fault, ...}``.
+    """
+    from .train.runs import TIMING_KEYS
+
+    folder, key_file = Path(folder), Path(key_file)
+    if key_file.resolve().is_relative_to(folder.resolve()):
+        raise ValueError("key_file must be outside the case folder, which students receive.")
+    healthy, runs = mystery_runs(
+        model, tok, data, suspects, steps=steps, seed=_secret_seed(key), key=key, progress=progress, **finetune_kwargs
+    )
+    if check_hallmarks:
+        confirm_hallmarks(healthy, runs, tok, probe)
+    labels = {name: mystery_labels(tok, probe, run) for name, run in {"healthy": healthy, **runs}.items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, run in {"healthy": healthy, **runs}.items():
+        for record in run.history:
+            for k in TIMING_KEYS:
+                if k in record:
+                    setattr(record, k, None)
+        run.timing = {}
+        run.config["seed"] = "hidden"
+        run.save(folder / f"{name}.json", overwrite=True)
+    case_id = hashlib.sha256(
+        b"".join((folder / f"{name}.json").read_bytes() for name in ["healthy", *runs])
+    ).hexdigest()
+    meta = {
+        "format": CASE_FORMAT,
+        "version": 1,
+        "case_id": case_id,
+        "suspects": sorted(suspects),
+        "letters": list(runs),
+        "steps": steps,
+        "probe": probe,
+        "labels": {name: ex.labels for name, ex in labels.items()},
+        "weights": {name: ex.weights for name, ex in labels.items()},
+    }
+    (folder / CASE_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    answer = {letter: run.hidden_fault for letter, run in runs.items()}
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(
+        json.dumps({"case_id": case_id, "key": str(key), "answers": answer}, indent=1), encoding="utf-8"
+    )
+    return answer
+
+
+def _read_case(folder: str | os.PathLike) -> dict:
+    path = Path(folder) / CASE_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable diagnosis case ({err}).") from None
+    if not isinstance(meta, dict) or meta.get("format") != CASE_FORMAT:
+        raise ValueError(f"{path} is not an sftviz diagnosis case (no 'format': '{CASE_FORMAT}').")
+    letters = meta.get("letters")
+    if not isinstance(letters, list) or not all(isinstance(x, str) and x in "ABCDEF" and len(x) == 1 for x in letters):
+        raise ValueError(f"{path} has no valid list of run letters.")
+    return meta
+
+
+def runs_suspects(folder: str | os.PathLike) -> list[str]:
+    """The suspects a case folder was built with (in alphabetical order: their order says nothing)."""
+    return list(_read_case(folder)["suspects"])
+
+
+def load_case(folder: str | os.PathLike) -> tuple[Run, dict[str, Run]]:
+    """Load a case written by :func:`write_case`: ``(healthy, {"A": run, ...})``, records only."""
+    from .train.runfile import load_run
+
+    meta = _read_case(folder)
+    out = {}
+    for name in ["healthy", *meta["letters"]]:
+        run = load_run(Path(folder) / f"{name}.json")
+        run.name = name if name == "healthy" else f"run {name}"
+        run.case = {
+            "id": meta["case_id"],
+            "letter": name,
+            "suspects": list(meta["suspects"]),
+            "probe": meta["probe"],
+            "labels": meta["labels"][name],
+            "weights": meta["weights"][name],
+        }
+        out[name] = run
+    healthy = out.pop("healthy")
+    return healthy, out
+
+
+def true_fault(run: Run) -> str | None:
+    """The bug in a mystery run, where this process may know it, else None.
+
+    A run trained here for self-study carries it (``hidden_fault``); a plain run with ``fault=...`` says it in
+    its config. A run loaded from a graded case (:func:`load_case`) carries nothing: the answers exist only
+    in the instructor's key file and in the grader's hidden tests.
+    """
+    if getattr(run, "hidden_fault", None):
+        return run.hidden_fault
+    fault = (run.config or {}).get("fault")
+    return fault if fault and fault != "hidden" else None
+
+
+def answer_key(mysteries: dict[str, Run]) -> dict[str, str] | None:
+    """``{"A": fault, ...}`` where this process may know it (self-study runs: see :func:`true_fault`), else
+    None (a graded case)."""
+    if not isinstance(mysteries, dict) or not mysteries:
+        raise TypeError("answer_key needs the dict of mystery runs from mystery_runs (e.g. mysteries).")
+    truth = {letter: true_fault(run) for letter, run in mysteries.items()}
+    return None if None in truth.values() else truth
+
+
 def mystery_labels(tok: Any, row: dict, run: Run) -> Example:
     """The example built from ``row`` with the labels that ``run``'s (possibly buggy) pipeline trained on."""
     from dataclasses import replace
@@ -103,8 +269,15 @@ def mystery_labels(tok: Any, row: dict, run: Run) -> Example:
     from .data import build_example
     from .faults import apply_label_fault
 
-    fault = getattr(run, "hidden_fault", None) or run.config.get("fault")
     ex = build_example(tok, **row, masking=run.config.get("masking", "completion"), warn=False)
+    case = getattr(run, "case", None)
+    if case is not None:  # a graded case's run: the labels its pipeline built for the probe row were recorded
+        if row != case["probe"]:
+            raise ValueError("This case recorded its pipelines' labels for one training row only: pass that row.")
+        return replace(
+            ex, labels=list(case["labels"]), weights=list(case["weights"]), masking="custom", notes=list(ex.notes)
+        )
+    fault = true_fault(run)
     batch = collate_examples([ex], tok.pad_token_id, extras=True)
     batch = apply_label_fault(fault, batch, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
     labels = batch["labels"][0].tolist()
@@ -236,14 +409,19 @@ def confirm_hallmarks(healthy: Run, mysteries: dict[str, Run], tok: Any, row: di
 
     Returns one line per run that says so, without naming the bug; raises ``AssertionError`` naming the run
     and the hallmark that did not show. The healthy run must have its objective equal to its completion
-    NLL and correct labels. Bugs without a hallmark here are skipped (and say so).
+    NLL and correct labels. Bugs without a hallmark here are skipped (and say so). For a graded case in a
+    student's kernel, where nothing knows the bugs, the lines say that :func:`write_case` checked them
+    when the instructor built the case.
     """
     ok = evidence(healthy, tok, row)
     if not (ok["objective_gap"] < 1e-6 and not ok["label_changes"]):
         raise AssertionError("the healthy run should have correct labels and optimise exactly its completion NLL.")
+    truth = answer_key(mysteries)
+    if truth is None:
+        return [f"run {letter}: its hallmark was checked when the case was built" for letter in mysteries]
     lines = []
     for letter, run in mysteries.items():
-        fault = getattr(run, "hidden_fault", None) or run.config.get("fault")
+        fault = truth[letter]
         if fault not in HALLMARKS:
             lines.append(f"run {letter}: no hallmark is defined for its bug; not checked")
             continue

@@ -1,5 +1,7 @@
 """The diagnosis exercise's evidence: measured from a run's record, the same way for every run."""
 
+from pathlib import Path
+
 import pytest
 
 import sftviz as sv
@@ -130,3 +132,85 @@ def test_check_from_curves_quotes_the_curves_and_never_names_the_answer():
         exercises.check_from_curves({}, [], healthy)
     with pytest.raises(ValueError, match="training history"):
         exercises.check_from_curves({}, runs, Run(config={}))
+
+
+# -- a graded case: built once by the instructor, nothing in the student's kernel knows the bugs -------------
+
+SUSPECTS = ["eos_masked", "shifted_labels", "accum_mean_of_means"]
+
+
+@pytest.fixture
+def case(tiny_model, gpt2_tok_padded, tmp_path):
+    answers = exercises.write_case(
+        tmp_path / "case", tmp_path / "key.json", tiny_model, gpt2_tok_padded, [ROW] * 8, SUSPECTS, ROW,
+        key="term-secret", steps=2, batch_size=2, grad_accum=2, progress=False, check_hallmarks=False,
+    )  # fmt: skip
+    return tmp_path, answers
+
+
+def test_a_graded_case_holds_no_bug_names_and_its_checks_only_record(case, tiny_model, gpt2_tok_padded):
+    import json
+
+    tmp_path, answers = case
+    assert sorted(answers.values()) == sorted(SUSPECTS)
+    assert json.loads((tmp_path / "key.json").read_text())["answers"] == answers
+    for path in (tmp_path / "case").glob("*.json"):
+        if path.name != "case.json":
+            assert not any(f in path.read_text() for f in SUSPECTS), path
+    healthy, runs = exercises.mystery_runs(
+        tiny_model, gpt2_tok_padded, [ROW] * 8, SUSPECTS, case=tmp_path / "case", steps=2
+    )
+    assert list(runs) == list(answers) and all(r.hidden_fault is None for r in runs.values())
+    assert exercises.answer_key(runs) is None
+    recorded = exercises.check_diagnoses(answers, runs)
+    assert [f.verdict for f in recorded] == ["Recorded"] * 3 and exercises.points(recorded) == 0
+    assert exercises.points(exercises.check_diagnoses(answers, runs, key=answers)) == 3
+    wrong = dict(zip(answers, reversed(list(answers.values()))))
+    assert exercises.points(exercises.check_diagnoses(wrong, runs, key=answers)) == 1  # the middle one stays
+    curves = exercises.check_from_curves({"accum_mean_of_means": "A"}, runs, healthy)
+    assert [f.verdict for f in curves] == ["Recorded"]
+    assert exercises.confirm_hallmarks(healthy, runs, gpt2_tok_padded, ROW)[0].endswith(
+        "checked when the case was built"
+    )
+
+
+def test_a_case_keeps_each_pipelines_labels_for_its_probe_row(case, tiny_model, gpt2_tok_padded):
+    tmp_path, answers = case
+    _, runs = exercises.load_case(tmp_path / "case")
+    letter = next(k for k, f in answers.items() if f == "eos_masked")
+    labels = exercises.mystery_labels(gpt2_tok_padded, ROW, runs[letter]).labels
+    assert labels[-1] == -100 and any(v != -100 for v in labels)
+    e = exercises.evidence(runs[letter], gpt2_tok_padded, ROW)
+    assert e["label_changes"] == {"eos": 1}
+    with pytest.raises(ValueError, match="one training row only"):
+        exercises.mystery_labels(gpt2_tok_padded, {"prompt": "Hi", "completion": " there."}, runs[letter])
+
+
+def test_a_case_is_refused_where_it_would_leak_or_does_not_match(case, tiny_model, gpt2_tok_padded, tmp_path):
+    with pytest.raises(ValueError, match="outside the case folder"):
+        exercises.write_case(
+            tmp_path / "c2", tmp_path / "c2" / "key.json", tiny_model, gpt2_tok_padded, [ROW] * 8, SUSPECTS, ROW,
+            key="k", steps=1, batch_size=2, progress=False, check_hallmarks=False,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="built with the suspects"):
+        exercises.mystery_runs(
+            tiny_model, gpt2_tok_padded, [ROW] * 8, ["eos_masked", "prompt_trained"], case=case[0] / "case"
+        )
+
+
+def test_grade_with_key_writes_hidden_tests_that_the_student_version_drops(tmp_path):
+    import nbformat
+
+    from sftviz.course import grade_with_key, student_version
+
+    path = tmp_path / "05.ipynb"
+    src = Path(__file__).resolve().parents[1] / "notebooks" / "05_diagnose_a_faulty_finetune.ipynb"
+    path.write_bytes(src.read_bytes())
+    key = {"A": "shifted_labels", "B": "prompt_trained", "C": "eos_masked", "D": "accum_mean_of_means"}
+    grade_with_key(path, key)
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(c.source for c in nb.cells)
+    assert text.count("### BEGIN HIDDEN TESTS") == 2 and f"key={key!r}" in text and f"diagnosis = {key!r}" in text
+    student, _ = student_version(nb)
+    text = "\n".join(c.source for c in student.cells)
+    assert "HIDDEN" not in text and "shifted_labels'" not in text
