@@ -67,6 +67,19 @@ def _figure(figsize: tuple[float, float]) -> Figure:
     return fig
 
 
+def _ink(default: str = "#1a1a1a") -> str:
+    """The colour of text and lines drawn on the figure's own background (not on a token box).
+
+    ``default`` under matplotlib's default black text; otherwise the active style's text colour, so
+    that a figure drawn under a dark style (``sftviz.views.export``'s dark theme) stays legible.
+    """
+    import matplotlib as mpl
+    from matplotlib.colors import same_color
+
+    colour = mpl.rcParams["text.color"]
+    return default if same_color(colour, "black") else colour
+
+
 def label_text(s: str) -> str:
     """Token text safe for a matplotlib label: visible whitespace, and no mathtext ($ escaped)."""
     return "".join(p for _, p in display_parts(str(s))).replace("$", r"\$")
@@ -110,7 +123,7 @@ def plot_logprobs(report: ScoreReport, ax: Axes | None = None, *, max_tokens: in
     ax.set_xticklabels([label_text(r["text"]) for r in recs], rotation=90, fontsize=9, family="monospace")
     ax.set_ylabel("\u2212log Pr(token | before)  [nats]")
     ax2 = ax.twinx()
-    ax2.plot(xs, [r["running_joint"] for r in recs], color="#000000", linewidth=1.2, label="\u03a3 joint so far")
+    ax2.plot(xs, [r["running_joint"] for r in recs], color=_ink("#000000"), linewidth=1.2, label="\u03a3 joint so far")
     ax2.set_ylabel("running sum [nats]")
     from matplotlib.patches import Patch
 
@@ -202,7 +215,7 @@ def plot_runs(
                 va="center",
                 transform=ax.transAxes,
                 fontsize=9,
-                color="#555555",
+                color=_ink("#555555"),
             )
     if runs and axes[0].lines:
         axes[0].legend(fontsize=9)
@@ -399,7 +412,7 @@ def plot_example(
                 va="top",
                 fontsize=9,
                 family="monospace",
-                color="#1a1a1a",
+                color=_ink(),
             )
     bottom = -(nrows - 1) * step - (0.95 if show_ids else 0.1)
     ax.set_xlim(-0.1, per_row)
@@ -444,13 +457,17 @@ def plot_shift(example: Example | ScoreReport, ax: Axes | None = None, *, per_ro
             _token_box(ax, c, bottom, "no\nlabel", trained=False, tint="#ffffff", missing=True)
         ax.add_patch(
             FancyArrowPatch(
-                (c + 0.46, top - 0.03), (c + 0.46, bottom + 0.83), arrowstyle="-|>", mutation_scale=9, color="#4a4a4a"
+                (c + 0.46, top - 0.03),
+                (c + 0.46, bottom + 0.83),
+                arrowstyle="-|>",
+                mutation_scale=9,
+                color=_ink("#4a4a4a"),
             )
         )
-        ax.text(c + 0.46, bottom - 0.12, f"t = {t}", ha="center", va="top", fontsize=9, color="#1a1a1a")
+        ax.text(c + 0.46, bottom - 0.12, f"t = {t}", ha="center", va="top", fontsize=9, color=_ink())
         if c == 0:
-            ax.text(-0.15, top + 0.4, "input\nat t", ha="right", va="center", fontsize=9, color="#1a1a1a")
-            ax.text(-0.15, bottom + 0.4, "target:\nt + 1", ha="right", va="center", fontsize=9, color="#1a1a1a")
+            ax.text(-0.15, top + 0.4, "input\nat t", ha="right", va="center", fontsize=9, color=_ink())
+            ax.text(-0.15, bottom + 0.4, "target:\nt + 1", ha="right", va="center", fontsize=9, color=_ink())
     ax.set_xlim(-1.3, min(n, per_row))
     ax.set_ylim(-(nrows - 1) * step - 2.0, 0.9)
     ax.axis("off")
