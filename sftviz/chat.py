@@ -348,7 +348,9 @@ def build_chat(
     segs, cmask = label_turns(full, turns, set(tok.all_special_ids), train_on, train_end=add_eos)
     notes: list[str] = []
     if not add_eos:
-        notes.append("add_eos=False: the end-of-turn tokens are not trained, so the model never learns to stop.")
+        notes.append(
+            "add_eos=False: the end-of-turn tokens are not trained, so fine-tuning never teaches the model to stop after the answer."
+        )
     bos = bos_id(tok, add_bos)
     full, segs, cmask = prepend_bos(full, segs, cmask, bos)
     if bos is None:

@@ -395,7 +395,7 @@ def build_example(
         messages: instead of prompt/completion, a conversation: a list of ``{"role", "content"}`` with
             roles "system", "user", "assistant", rendered with the tokenizer's chat template.
         add_eos: append the EOS token to the completion and train it (default True). Without a trained
-            EOS a fine-tuned model never learns to stop.
+            EOS, fine-tuning never teaches the model to stop after the answer.
         add_bos: "auto" (prepend the tokenizer's BOS when it has one), True or False.
         masking: "completion" (default: loss on the completion and its EOS only), "full" (loss on every
             token after the first), "prompt", or a prompt-loss weight in [0, 1].

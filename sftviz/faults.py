@@ -97,8 +97,8 @@ def eos_masked(batch: dict, *, eos_id: int | None, **_: Any) -> dict:
     ``labels[labels == tok.pad_token_id] = -100`` to mask the padding. That line also masks the real
     EOS at the end of every completion, so its label becomes -100.
 
-    Symptom: the loss looks normal and answers start right, but the model never learns to stop: EOS
-    is never pushed up while every other token is, so more and more answers run on past their end
+    Symptom: the loss looks normal and answers start right, but fine-tuning never teaches the model to
+    stop after the answer: EOS is never pushed up while every other token is, so answers run on past their end
     (" 35 dollars. 35 dollars. 35 dollars."). The evaluation's ``length_ratio`` rises above 1 and exact
     match stays low although the completion NLL falls. ``stop_rate`` may fall little: a pretrained model
     that met the EOS in pretraining still emits it, only later than the reference does.
@@ -255,7 +255,8 @@ _REGISTRY = {
         ),
         Fault(
             "eos_masked",
-            "EOS never trained (padding masked by id with pad == eos): the model never learns to stop.",
+            "EOS never trained (padding masked by id with pad == eos): fine-tuning never teaches the model to stop "
+            "after the answer, so answers run on (they may still end with an EOS, later).",
             labels=eos_masked,
         ),
         Fault("padding_trained", "Padding positions are trained as targets.", labels=padding_trained),

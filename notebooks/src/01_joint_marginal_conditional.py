@@ -43,6 +43,7 @@ except ImportError:
 # Parameters: an instructor can change these (papermill -p MODEL_NAME gpt2 ... when online).
 MODEL_NAME = "sftviz-tiny"  # the bundled model; any Hugging Face causal LM id or folder works too
 DATASET = "support"  # bundled prompt/completion data, or a path to your own JSONL file
+EVAL_FRACTION = None  # for a JSONL file without its own split: the share of its rows to hold out, e.g. 0.2
 EXAMPLE_INDEX = 0  # which eval example to take apart
 
 # %%
@@ -52,7 +53,7 @@ import sftviz as sv
 from sftviz import exercises
 
 model, tok = sv.load_model(MODEL_NAME)
-eval_rows = sv.load_dataset(DATASET, split="eval")
+eval_rows = sv.load_splits(DATASET, eval_fraction=EVAL_FRACTION)[1]
 row = eval_rows[EXAMPLE_INDEX]
 print("PROMPT x:    ", repr(row["prompt"]))
 print("COMPLETION y:", repr(row["completion"]))
@@ -98,6 +99,11 @@ for r in rep.rows:
 # Because a causal model's prediction at a prompt position cannot see the completion (it lies in the
 # future), the prompt rows are exactly what we would get by scoring the prompt alone. So the marginal
 # needs no second forward pass; the next cell checks that claim anyway.
+#
+# Note what kind of probability `Pr(x)` is here: a *prefix* probability, the probability that a text
+# starts with `x`, whatever follows. That is why the prompt alone is scored without an EOS after it
+# (`add_eos=False`): with the EOS it would be the probability that `x` is the whole text, a smaller number,
+# and the chain rule `log Pr([x, y]) = log Pr(x) + log Pr(y | x)` would no longer add up.
 
 # %%
 joint = sum(r.logprob for r in rep.rows if r.logprob is not None)
@@ -118,19 +124,26 @@ assert math.isclose(prompt_alone.conditional, marginal, abs_tol=1e-3)
 # %% [markdown]
 # ### Exercise 1: predict, then compute
 #
-# Here is a second completion for the same prompt: a wrong answer of the same kind. Before you run the
+# Here is a second completion for the same prompt: a wrong answer, of the same kind as the right one
+# when the held-out answers have one (the cell prints which). Before you run the
 # next cells, predict: which of the three sums, `"joint"`, `"marginal"` or `"conditional"`, comes out
 # the same for both completions? Then compute the wrong answer's `log Pr(y | x)` yourself, as a sum over
 # the per-token log-probs in `rep_wrong.rows` (each row has `.segment` and `.logprob`), without using
 # `rep_wrong.conditional`, `.joint` or `.marginal`.
 
 # %%
-unit = row["completion"].split()[-1]  # "dollars.", "hours.", ... or a colour
-wrong = next((r["completion"] for r in eval_rows if r["completion"] != row["completion"]
-              and r["completion"].split()[-1] == unit), None) or next(
-    r["completion"] for r in eval_rows if r["completion"] != row["completion"])
+def kind(completion):
+    """The kind of an answer: its unit ("dollars.", "hours.", ...), or "one word" for a colour or a name."""
+    words = completion.split()
+    return words[-1] if len(words) > 1 else "one word"
+
+
+others = [r["completion"] for r in eval_rows if r["completion"] != row["completion"]]
+same_kind = [c for c in others if kind(c) == kind(row["completion"])]
+wrong = (same_kind or others)[0]
 rep_wrong = sv.score(model, tok, prompt=row["prompt"], completion=wrong, top_k=0)
-print(f"right answer {row['completion']!r}, wrong answer {wrong!r}")
+print(f"right answer {row['completion']!r}, wrong answer {wrong!r}: "
+      + (f"the same kind ({kind(wrong)})" if same_kind else "no held-out answer of the same kind, so another kind"))
 
 # %% nbgrader={"grade": false, "grade_id": "same-for-both", "locked": false, "schema_version": 3, "solution": true, "task": false}
 same_for_both = None  # "joint", "marginal" or "conditional"
@@ -145,6 +158,7 @@ ex1 = [
         f"log Pr(x) = {rep.marginal:.2f} for both completions: the prompt's tokens are scored before the "
         f"completion and cannot see it. The joint changes ({rep.joint:.2f} vs {rep_wrong.joint:.2f}), and with it "
         "the conditional.",
+        hint="which tokens are scored before the completion starts? Their log-probs cannot depend on it.",
     ),
     exercises.check_conditional(conditional_wrong, rep_wrong),
 ]
@@ -209,6 +223,7 @@ ex2 = exercises.check_choice(
     impossible, truly_impossible,
     f"the impossible pairs are {sorted(truly_impossible)}: a joint above its marginal, or a log-probability above 0. "
     "A joint far below the marginal is possible: the answer is just unlikely given the prompt.",
+    hint="log Pr([x, y]) = log Pr(x) + log Pr(y | x), and a log-probability is never above 0.",
 )
 ex2
 

@@ -38,7 +38,8 @@ except ImportError:
 
 # %% tags=["parameters"]
 MODEL_NAME = "sftviz-tiny"
-DATASET = "support"
+DATASET = "support"  # bundled prompt/completion data, or a path to your own JSONL file
+EVAL_FRACTION = None  # for a JSONL file without its own split: the share of its rows to hold out, e.g. 0.2
 CHAT_DATASET = "support-chat"
 
 # %%
@@ -46,7 +47,7 @@ import sftviz as sv
 from sftviz import exercises
 
 model, tok = sv.load_model(MODEL_NAME)
-row = sv.load_dataset(DATASET, split="train")[0]
+row = sv.load_splits(DATASET, eval_fraction=EVAL_FRACTION)[0][0]
 print(repr(row["prompt"]))
 print(repr(row["completion"]))
 print("special tokens:", {"bos": tok.bos_token, "eos": tok.eos_token, "pad": tok.pad_token})
@@ -190,7 +191,8 @@ print(f"position {first - 1} ({ex.tokens[first - 1]!r}) predicts position {first
 # A batch pads shorter sequences. The padded positions must not be targets, so their labels are `-100`.
 # The safe way is to mask **by length**. Masking by id (`labels[labels == pad_id] = -100`) looks
 # equivalent, but when the pad token *is* the EOS token, as in GPT-2 fine-tunes that reuse EOS as pad,
-# it also masks every real EOS, and the model never learns to stop. `sv.SFTCollator` pads by length.
+# it also masks every real EOS, and fine-tuning never teaches the model to stop after the answer (notebook 5
+# measures what that does: the answers run on). `sv.SFTCollator` pads by length.
 
 # %%
 batch = sv.SFTCollator(tok)([ex, sv.build_example(tok, prompt="Hello", completion=" there.")])
@@ -241,12 +243,13 @@ last_only = sv.build_example(tok, messages=conv, train_on="last")
 print("train_on='last':", repr(tok.decode([i for i, t in zip(last_only.input_ids, last_only.trained) if t])))
 
 # %% [markdown]
-# ### What if a user types `<|end|>`?
+# ### What if the data contains `<|end|>` as text?
 #
-# Users type anything, including the text of a control token. If that text became the control token
-# itself, a reply containing `<|end|><|user|>` would train the model to end its turn and invent a user
-# turn. `sv.build_example` tokenizes user text as the characters it is: only the template's own markers
-# are control tokens. (`parse_special_tokens=True` asks for the other behaviour.)
+# The texts of a dataset come from people, and people type anything, including the text of a control
+# token. If that text became the control token itself, a training reply (an assistant turn, as below)
+# containing `<|end|><|user|>` would train the model to end its turn and invent a user turn.
+# `sv.build_example` tokenizes the text of every message as the characters it is: only the template's own
+# markers are control tokens. (`parse_special_tokens=True` asks for the other behaviour.)
 
 # %%
 end_id, user_id = tok.convert_tokens_to_ids("<|end|>"), tok.convert_tokens_to_ids("<|user|>")
@@ -279,7 +282,7 @@ else:
     import warnings
 
     datasets.disable_progress_bars()
-    rows3 = sv.load_dataset(DATASET, split="train")[:3]
+    rows3 = sv.load_splits(DATASET, eval_fraction=EVAL_FRACTION)[0][:3]
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cfg = SFTConfig(output_dir=tmp, completion_only_loss=True, report_to=[], use_cpu=True, max_steps=1)

@@ -41,7 +41,8 @@ except ImportError:
 
 # %% tags=["parameters"]
 MODEL_NAME = "sftviz-tiny"
-DATASET = "support"
+DATASET = "support"  # bundled prompt/completion data, or a path to your own JSONL file
+EVAL_FRACTION = None  # for a JSONL file without its own split: the share of its rows to hold out, e.g. 0.2
 BATCH_SIZE = 16
 
 # %%
@@ -52,7 +53,7 @@ from sftviz import exercises
 from sftviz import plots
 
 model, tok = sv.load_model(MODEL_NAME)
-rows = sv.load_dataset(DATASET, split="train")
+rows = sv.load_splits(DATASET, eval_fraction=EVAL_FRACTION)[0]
 ex = sv.build_example(tok, **rows[0])
 print(ex)
 
@@ -144,7 +145,9 @@ assert abs(completion_sum + rep.conditional) < 1e-3
 # over every trained target. `sft_loss` divides that sum by the number of trained targets in the batch:
 # a *token mean*, which has the same maximiser and a scale that does not grow with the batch. Dividing
 # each sequence by its own length first (a *per-sequence mean*) would change the objective: a token of a
-# short answer would then count more than a token of a long one. Notebook 5 injects exactly that bug.
+# short answer would then count more than a token of a long one. That bug is `per_sequence_mean` in
+# `sftviz.faults.FAULTS`; notebook 5 injects a relative of it, `accum_mean_of_means`, which averages the
+# averages of the micro-batches of one step.
 
 # %% [markdown]
 # ### Exercise 2: what does the full loss maximise?
@@ -166,6 +169,8 @@ full_check = exercises.check_choice(
     f"the full loss summed is {full_sum:.1f} = -log Pr([x, y]) (joint {rep.joint:.1f}, marginal {rep.marginal:.1f}, "
     f"conditional {rep.conditional:.1f}): training on every token maximises the joint, i.e. the prompt and the "
     "answer together.",
+    hint="sum the full loss's terms by segment: which of notebook 1's sums do the prompt terms and the completion "
+    "terms add up to together?",
 )
 full_check
 
@@ -220,6 +225,7 @@ gradient_check = exercises.check_choice(
     f"{share:.0%} of the prompt positions get gradient under the masked loss. Masking removes the prompt's own "
     "loss terms (forward), not the prompt's influence: the completion's loss depends on the prompt through "
     "attention, so gradient flows back into it (backward).",
+    hint="masking removes loss terms. Does the completion's loss depend on the prompt tokens' embeddings?",
 )
 gradient_check
 
@@ -230,10 +236,26 @@ exercises.points(gradient_check)
 # %%
 W.GradientView(model, tok, ex)
 
+# %%
+n_masked = sum(label != -100 for label in ex.labels[1:])
+n_full = sum(label != -100 for label in ex.with_masking("full").labels[1:])
+print(f"the masked loss divides by {n_masked} targets, the full loss by {n_full}: each completion target, and its "
+      f"gradient, weighs {n_full / n_masked:.1f} times as much in the masked mean. The full loss adds the prompt "
+      "targets' own gradients, so the two totals differ by less than that.")
+assert n_full > n_masked
+
 # %% [markdown]
 # The full loss adds gradient from the prompt's own targets, and with prompts much longer than answers
 # that part can dominate: the cosine above says how far apart the two update directions are for this
 # one example.
+#
+# Two words for two quantities. The prompt tokens as *inputs* get gradient under either loss (the
+# measurement above). The prompt tokens as *targets* contribute nothing under the masked loss: their
+# loss terms are gone, so the share of the parameter gradient that comes from prompt targets is exactly
+# zero there (notebook 4 measures that share).
+#
+# Why are the masked loss's gradients larger in the view, although it has fewer terms? Both losses are
+# token means, and the masked one divides by fewer targets:
 #
 # ## The supervised-only head
 #

@@ -16,11 +16,16 @@
 #
 # One run says little: another seed (another batch order) moves the held-out scores by several points.
 # So every masking runs under three seeds, on two datasets of opposite shape, and the notebook reports
-# each result as mean ± spread and names a winner only when the spread allows it. Every run starts from
-# the same weights; runs with the same seed see the same batches in the same order.
+# each result as mean ± spread and names a winner only when a stated test allows it. Every run starts
+# from the same weights; runs with the same seed see the same batches in the same order.
 #
-# About 25 minutes to read and do the exercises; the 18 fine-tunes take about 35 s on an idle 2-core CPU
-# (the cell prints how long they took on yours).
+# About 25 minutes to read and do the exercises; the 18 fine-tunes take under a minute on an idle
+# 2-core CPU (the cell prints how long they took on yours).
+#
+# Your own data: `DATASETS` takes bundled names (`sv.datasets.BUNDLED_DATASETS`, chat included) and paths
+# to JSONL files of prompt/completion or messages rows. A file with no split of its own needs
+# `EVAL_FRACTION` (the share of its rows held out, never the same rows as training). Every sentence
+# below is computed from the data you give; one that does not hold on it says so.
 
 # %% tags=["setup"]
 # Setup for Colab (elsewhere this does nothing): install sftviz if it is missing, enable widgets.
@@ -47,64 +52,87 @@ except ImportError:
 
 # %% tags=["parameters"]
 MODEL_NAME = "sftviz-tiny"
-DATASETS = ("support", "explain")
+DATASETS = ("support", "explain")  # bundled names or JSONL paths; the first is the one the exercises use
+EVAL_FRACTION = None  # for a JSONL file without its own split: the share of its rows to hold out, e.g. 0.2
 MASKINGS = ("completion", "full", 0.1)
-SEEDS = (0, 1, 2)
-STEPS = 50  # per run: the curves below show why 50 is enough for this model and data
+SEEDS = (0, 1, 2)  # one seed works, but cannot show the seed-to-seed spread
+STEPS = 50  # per run: a short budget (see "How far did the runs get?" below)
 BATCH_SIZE = 8
 LR = 1e-3
 
 # %%
 import time
+from pathlib import Path
 
 import sftviz as sv
 from sftviz import exercises, plots
+from sftviz.train.experiment import masking_words
 
 model, tok = sv.load_model(MODEL_NAME)
-data = {name: (sv.load_dataset(name, split="train"), sv.load_dataset(name, split="eval")) for name in DATASETS}
 
 
-def n_tokens(text):
-    return len(tok(text, add_special_tokens=False)["input_ids"])
+names = [name if name in sv.datasets.BUNDLED_DATASETS else Path(name).stem for name in DATASETS]
+data = {n: sv.load_splits(d, eval_fraction=EVAL_FRACTION) for n, d in zip(names, DATASETS)}  # (train, held out)
 
 
-shape = {}
+def shape_of(rows):
+    """Average prompt and completion *targets* per row: every prompt token after the BOS, every completion
+    token and its EOS (or end-of-turn token), as the runs' examples count them."""
+    built = [sv.build_example(tok, **row, warn=False) for row in rows]
+    return (sum(sum(ex.prompt_mask) for ex in built) / len(built),
+            sum(sum(ex.completion_mask) for ex in built) / len(built))
+
+
+def shown(row):
+    """One row as text: its prompt (or last user message) and its completion (or last assistant message)."""
+    if "prompt" in row:
+        return row["prompt"], row["completion"]
+    users = [m["content"] for m in row["messages"] if m["role"] == "user"]
+    return (users[-1] if users else ""), row["messages"][-1]["content"]
+
+
+shape = {name: shape_of(train_rows) for name, (train_rows, _) in data.items()}
 for name, (train_rows, eval_rows) in data.items():
-    p = sum(n_tokens(r["prompt"]) for r in train_rows) / len(train_rows)
-    c = sum(n_tokens(r["completion"]) for r in train_rows) / len(train_rows)
-    shape[name] = (p, c)
-    print(f"{name:>8}: {len(train_rows)} training rows, {len(eval_rows)} held-out rows (products never seen "
-          f"in fine-tuning); prompts {p:.1f} tokens, completions {c:.1f} tokens on average")
+    p, c = shape[name]
+    print(f"{name:>8}: {len(train_rows)} training rows, {len(eval_rows)} held-out rows; {p:.1f} prompt targets "
+          f"and {c:.1f} completion targets (EOS included) per row on average")
 print(f"device: {sv.resolve_device('auto')}")
 print("\nOne row of each:")
 for name, (train_rows, _) in data.items():
-    print(f"{name:>8}: {train_rows[0]['prompt'][-60:]!r} -> {train_rows[0]['completion']!r}")
+    prompt, completion = shown(train_rows[0])
+    print(f"{name:>8}: {prompt[-60:]!r} -> {completion[-60:]!r}")
+first = names[0]
+long_prompts = max(names, key=lambda n: shape[n][0] / shape[n][1])
+short_prompts = min(names, key=lambda n: shape[n][0] / shape[n][1])
 
 # %% [markdown]
-# The two datasets hold the same facts about the same products, in opposite shapes. In `support` a long
-# instruction and a question lead to an answer of a few tokens. In `explain` a short request leads to a
-# four-sentence description.
+# With the bundled data the two datasets hold the same facts about the same products, in opposite
+# shapes. In `support` a long instruction and a question lead to an answer of a few tokens; in `explain`
+# a short request leads to a four-sentence description. Their held-out rows ask about products that no
+# training row mentions.
 #
 # ## Predict first
 #
-# Before running anything, write down which masking you expect to give the best held-out answers
-# (greedy exact match) on each dataset: `"completion"`, `"full"` or `0.1`. Think about what the full
-# loss spends its effort on when prompts are many times longer than answers, and when answers are
-# longer than prompts. The check comes after the runs.
+# Before running anything, write down, for each dataset, which masking you expect to give the best
+# held-out answers (greedy exact match): `"completion"`, `"full"` or `0.1`, or `"tie"` if you expect
+# that these runs will not be able to call a winner. A winner is called only when a stated test says
+# so (it is explained after the runs). Think about what the full loss spends its effort on when prompts
+# are many times longer than answers, and when answers are longer than prompts; and how much 40
+# held-out questions and three seeds can tell apart. The check comes after the runs.
 
 # %% nbgrader={"grade": false, "grade_id": "predict-winner", "locked": false, "schema_version": 3, "solution": true, "task": false}
-prediction = {name: None for name in DATASETS}  # e.g. {"support": "full", "explain": 0.1}
+prediction = {name: None for name in names}  # e.g. {"support": "full", "explain": "tie"}
 ### BEGIN SOLUTION
-prediction = {"support": "full", "explain": "completion"}
+prediction = {"support": "full", "explain": "tie"}
 ### END SOLUTION
 
 # %% [markdown]
-# ## Eighteen runs
+# ## The runs
 #
 # `sv.masking_experiment` fine-tunes a copy of the model under every masking and seed (the `model` above
 # stays the pretrained one), evaluates on the held-out split before and after training (held-out
 # `log Pr(y | x)` and `log Pr(x)` per token, and greedy exact match on every held-out question), and
-# measures on some steps which share of the gradient comes from prompt tokens.
+# measures on some steps which share of the gradient comes from prompt targets.
 #
 # "At the end of a run" means one thing in this notebook: the evaluation after the last step.
 
@@ -117,58 +145,80 @@ for name, (train_rows, eval_rows) in data.items():
         lr=LR, eval_every=STEPS, eval_examples=len(eval_rows), progress=True,  # a bar with the time left
     )
     print(f"{name}: {len(experiments[name].runs)} runs in {time.perf_counter() - start:.0f} s")
+for name, exp in experiments.items():
+    if exp.stopped:
+        print(f"{name}: the experiment was stopped before its last run; the results below use the runs so far.")
 
 # %% [markdown]
 # ## What the curves show
 #
-# First one seed of `support`, all three maskings. The **objective** is what each run minimised, so the
-# three are not on one scale. The **prompt NLL** and **completion NLL** panels (lower is better) are
-# measured the same way under every masking, on the training batches before each step. The eval panels
-# (higher is better) have two points per run: before training and at the end.
+# First one seed of the first dataset, all three maskings. The **objective** is what each run
+# minimised, so the three are not on one scale. The **prompt NLL** and **completion NLL** panels (lower
+# is better) are measured the same way under every masking, on the training batches before each step.
+# The eval panels (higher is better) have two points per run: before training and at the end.
 
 # %%
-support = experiments["support"]
-plots.plot_runs([support.runs[(m, SEEDS[0])] for m in MASKINGS])
+plots.plot_runs([experiments[first].runs[(m, SEEDS[0])] for m in MASKINGS])
 
 # %% [markdown]
-# The cell below turns what the panels show into numbers, for every run of both datasets, and stops with
-# an error if a statement does not hold on every seed. The prompt part is measured on held-out prompts:
-# `log Pr(x)` per token, before and after.
+# The cells below turn what the panels show into numbers, for every run of every dataset. The prompt
+# part is measured on held-out prompts: `log Pr(x)` per token, before and after.
 
 # %% tags=["nbval-ignore-output"]
+def change(exp, m, key):
+    """Mean over seeds of (after - before) of an eval key, and the per-seed changes."""
+    per_seed = [exp.runs[(m, s)].evals[-1][key] - exp.runs[(m, s)].evals[0][key] for s in SEEDS]
+    return sum(per_seed) / len(per_seed), per_seed
+
+
+def holds(statement, ok, why_not):
+    """A sentence about these runs: the statement when it holds, else what the runs show instead."""
+    return statement if ok else f"NOT on these runs: {why_not}"
+
+
 for name, exp in experiments.items():
-    print(f"{name}: held-out log Pr(x) per prompt token, before -> after, mean over {len(SEEDS)} seeds")
+    print(f"{name}: held-out log Pr(x) per prompt token, before -> after, mean over {len(SEEDS)} seed(s)")
     for m in MASKINGS:
         before = [exp.runs[(m, s)].evals[0]["marg_logprob_per_token"] for s in SEEDS]
         after = [exp.runs[(m, s)].evals[-1]["marg_logprob_per_token"] for s in SEEDS]
-        print(f"   {sv.train.experiment.masking_words(m):>24}: {sum(before) / len(before):6.2f} -> {sum(after) / len(after):6.2f}")
+        print(f"   {masking_words(m):>24}: {sum(before) / len(before):6.2f} -> {sum(after) / len(after):6.2f}")
+    mean_c, seeds_c = change(exp, "completion", "marg_logprob_per_token")
+    print("  " + holds(
+        "completion-only training does not teach the prompts: their held-out log Pr(x) got no better on any seed "
+        f"(it changed by {mean_c:+.2f} nats per token on average).",
+        max(seeds_c) <= 0, f"completion-only training raised held-out log Pr(x) on some seed (by up to "
+        f"{max(seeds_c):+.2f} nats per token)."))
+    for m in MASKINGS[1:]:
+        mean_m, seeds_m = change(exp, m, "marg_logprob_per_token")
+        print("  " + holds(
+            f"{masking_words(m)} trains on prompt targets and models the prompts better on every seed ({mean_m:+.2f} "
+            "nats per token on average).",
+            min(seeds_m) > 0, f"{masking_words(m)} left held-out log Pr(x) no better on some seed ({min(seeds_m):+.2f})."))
+    gains = [min(change(exp, m, "cond_logprob_per_token")[1]) for m in MASKINGS]
+    print("  " + holds("every masking raised held-out log Pr(y | x) on every seed.", min(gains) > 0,
+                       f"some run ended with a lower held-out log Pr(y | x) than it started ({min(gains):+.2f})."))
 
-# %%
+# %% [markdown]
+# ### How far did the runs get?
+#
+# These runs are short on purpose, so that the whole experiment fits in a lab. How flat are the
+# training curves at the end, and how much data did each run see?
+
+# %% tags=["nbval-ignore-output"]
 for name, exp in experiments.items():
+    rows_seen = STEPS * BATCH_SIZE
+    slopes = []
     for s in SEEDS:
-        def logprobs(m, key):
-            run = exp.runs[(m, s)]
-            return run.evals[0][key], run.evals[-1][key]
-
-        p0, p1 = logprobs("completion", "marg_logprob_per_token")
-        assert p1 < p0 + 1, f"{name}, seed {s}: completion-only training should not teach the prompts"
-        if name == "support":
-            assert p1 < p0, f"seed {s}: on support, completion-only training should leave log Pr(x) worse"
-        for m in ("full", 0.1):
-            q0, q1 = logprobs(m, "marg_logprob_per_token")
-            assert q1 > q0 + 3, f"{name}, seed {s}: {m} trains on prompt tokens and should model them far better"
-        for m in MASKINGS:
-            c0, c1 = logprobs(m, "cond_logprob_per_token")
-            assert c1 > c0 + 1, f"{name}, seed {s}: every masking trains on the answers"
-        run = exp.runs[("completion", s)]
-        nll = [r["completion_nll"] for r in run.history]
-        fall, last = nll[0] - sum(nll[-10:]) / 10, sum(nll[-20:-10]) / 10 - sum(nll[-10:]) / 10
-        assert last < 0.1 * fall, f"{name}, seed {s}: the completion NLL is still falling fast at step {STEPS}"
-print(f"Every statement holds on all {len(SEEDS)} seeds of both datasets: completion-only training does not teach "
-      "the prompts (held-out log Pr(x) moves by less than a nat, and on support it gets worse); full and weighted "
-      "training model them far better (more than 3 nats per token); every masking improves "
-      f"log Pr(y | x); and the completion NLL fell by less than a tenth as much over steps {STEPS - 19}-{STEPS - 10} "
-      f"to {STEPS - 9}-{STEPS} as over the whole run, so more steps would change little.")
+        nll = [r["completion_nll"] for r in exp.runs[("completion", s)].history]
+        k = max(1, len(nll) // 5)
+        whole, last = nll[0] - sum(nll[-k:]) / k, sum(nll[-2 * k:-k]) / k - sum(nll[-k:]) / k
+        slopes.append(abs(last) / whole if whole > 0 else float("nan"))
+    print(f"{name}: each run saw {rows_seen} rows ({rows_seen / len(data[name][0]):.1f} passes over the training "
+          f"set); between the last two fifths of the steps the completion-only training NLL moved by at most "
+          f"{max(slopes):.0%} of its fall over the whole run.")
+print("So the comparison below is made after a short budget. The runs are not trained to convergence, and longer "
+      "training could rank the maskings differently: this notebook does not measure that. (For scale, the bundled "
+      "model's card reports 39 of 40 held-out answers right after 300 completion-only steps at batch 16.)")
 
 # %% [markdown]
 # ## Which masking gave the better model?
@@ -187,13 +237,32 @@ for name, exp in experiments.items():
     print()
 
 # %% [markdown]
-# The sentences above are written by `Experiment.verdict` from these runs: it names a winner only when
-# the winner is better on every seed *and* the mean ± sd intervals do not overlap. Now check your
-# prediction.
+# The sentences above are written by `Experiment.verdict` from these runs, with a stated test. Runs with
+# the same seed saw the same batches, and every run answered the same held-out questions, so two maskings
+# pair up question by question: for exact match, the test counts the pairs (seed, question) that one
+# masking got right and the other wrong, and asks how likely so lopsided a count would be if the two
+# were equally good (an exact sign test). A winner must beat every other masking with p below 0.05,
+# after Holm's correction for making several comparisons. With a few dozen questions a gap of a few
+# points is well inside the noise: one question is 2.5 points of exact match out of 40.
+#
+# Exact match and `log Pr(y | x)` can rank the maskings differently. Exact match is all or nothing: a
+# greedy answer must get every token right and stop where the reference stops. `log Pr(y | x)` credits
+# every bit of probability moved onto the reference tokens, including a reference that is not yet the
+# most likely answer. The next cell says whether the two agree on these runs.
 
 # %% tags=["nbval-ignore-output"]
-prediction_checks = [exercises.check_prediction(prediction.get(name), experiments[name]) for name in DATASETS]
-for name, check in zip(DATASETS, prediction_checks):
+for name, exp in experiments.items():
+    em, lp = exp.winner("exact_match"), exp.winner("cond_logprob_per_token")
+    best_em, best_lp = em[0], lp[0]
+    print(f"{name}: best mean on exact match: {masking_words(best_em)}; on log Pr(y|x): {masking_words(best_lp)} - "
+          + ("the two metrics agree." if best_em == best_lp else "the two metrics disagree."))
+
+# %% [markdown]
+# Now check your prediction.
+
+# %% tags=["nbval-ignore-output"]
+prediction_checks = [exercises.check_prediction(prediction.get(name), experiments[name]) for name in names]
+for name, check in zip(names, prediction_checks):
     print(f"{name}: {check}")
 
 # %% nbgrader={"grade": true, "grade_id": "predict-winner-points", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false} tags=["nbval-ignore-output"]
@@ -204,50 +273,54 @@ exercises.points(prediction_checks)
 # ### The data decides
 #
 # The difference between the full loss and completion-only loss, in held-out log Pr(y|x) per token, on
-# each dataset (positive: the full loss did better):
+# each dataset (positive: the full loss did better), with the same paired test:
 
 # %% tags=["nbval-ignore-output"]
-def mean_gap(exp, metric="cond_logprob_per_token"):
-    final = exp.final(metric)
-    return sum(final["full"]) / len(final["full"]) - sum(final["completion"]) / len(final["completion"])
-
-
-gaps = {name: mean_gap(exp) for name, exp in experiments.items()}
-for name, gap in gaps.items():
-    exp = experiments[name]
-    print(f"{name:>8}: full - completion-only = {gap:+.3f} nats per answer token; full ends better on "
-          f"{exp.wins('full', 'completion', 'cond_logprob_per_token')} of {len(SEEDS)} seeds")
-
-# %%
-assert gaps["support"] > gaps["explain"], "the full loss should help more when prompts are long and answers short"
-print("The full loss does better, relative to completion-only, on the dataset with long prompts and short answers "
-      "(support) than on the one with short prompts and long answers (explain).")
+gaps = {}
+for name, exp in experiments.items():
+    summary = exp.summary("cond_logprob_per_token")
+    gaps[name] = summary["full"][0] - summary["completion"][0]
+    test = exp.compare("full", "completion", "cond_logprob_per_token")
+    print(f"{name:>8}: full - completion-only = {gaps[name]:+.3f} nats per answer token; full ends better on "
+          f"{exp.wins('full', 'completion', 'cond_logprob_per_token')} of {len(SEEDS)} seeds, and on "
+          f"{test['a_wins']} of {test['a_wins'] + test['b_wins']} (seed, question) pairs that differ "
+          f"({sv.train.experiment.format_p(test['p_value'])})")
+if len(names) > 1 and long_prompts != short_prompts:
+    print(holds(
+        f"The full loss does better, relative to completion-only, on the dataset with the longest prompts relative "
+        f"to its completions ({long_prompts}) than on the one with the shortest ({short_prompts}).",
+        gaps[long_prompts] > gaps[short_prompts],
+        f"the full loss did no better, relative to completion-only, on {long_prompts} (long prompts) than on "
+        f"{short_prompts} ({gaps[long_prompts]:+.3f} vs {gaps[short_prompts]:+.3f})."))
 
 # %% [markdown]
 # ## How much of the loss is the prompt?
 #
-# A prompt-loss weight `w` multiplies each prompt token's loss. The prompt's share of the loss is then
-# `w·n_prompt / (w·n_prompt + n_completion)`, where `n_prompt` and `n_completion` are the numbers of
-# prompt and completion *targets* (every prompt token after the BOS; every completion token and the EOS).
+# A prompt-loss weight `w` multiplies each prompt target's loss. The prompt's share of the loss *weight*
+# is then `w·n_prompt / (w·n_prompt + n_completion)`, where `n_prompt` and `n_completion` are the numbers
+# of prompt and completion *targets* (every prompt token after the BOS; every completion token and the
+# EOS). It is a share of the weight, computed from token counts: how much each part can pull, not how
+# large its losses are.
 #
 # ### Exercise: predict the share
 #
-# Using the average lengths printed at the top (add one EOS target to the completion), compute the share
-# of the loss that prompt tokens carry under `w = 0.1` on `support`. Store it in `share` (a number
-# between 0 and 1). The check compares it with the share measured on the training batches of these
-# runs.
+# Using the average numbers of targets printed at the top for the first dataset, compute the share of
+# the loss weight that prompt targets carry under `w = 0.1`. Store it in `share` (a number between 0
+# and 1, two decimals are enough). The check applies the same formula to the exact target counts of the
+# batches these runs trained on: averages over rows and over batches differ a little, hence a tolerance
+# of 0.03.
 
 # %% nbgrader={"grade": false, "grade_id": "prompt-share", "locked": false, "schema_version": 3, "solution": true, "task": false}
 share = None  # a number between 0 and 1
 ### BEGIN SOLUTION
-p, c = shape["support"]
-share = 0.1 * p / (0.1 * p + (c + 1))
+p, c = shape[first]
+share = 0.1 * p / (0.1 * p + c)
 ### END SOLUTION
 
 # %% tags=["nbval-ignore-output"]
 share_check = exercises.check_number(
-    share, support.prompt_loss_share(0.1), "the prompt's share of the loss under w = 0.1", tol=0.03,
-    hint="w·n_prompt / (w·n_prompt + n_completion), with n_completion = completion tokens + 1 (the EOS).",
+    share, experiments[first].prompt_loss_share(0.1), f"the prompt's share of the loss weight under w = 0.1 on {first}",
+    tol=0.03, hint="w·n_prompt / (w·n_prompt + n_completion), with the numbers of targets printed at the top.",
 )
 share_check
 
@@ -257,32 +330,31 @@ exercises.points(share_check)
 
 # %% [markdown]
 # The runs also measured the share of the *gradient* that comes from prompt targets,
-# `<g_prompt, g> / |g|²` (the `prompt_grad_share` of the steps that measured it):
+# `<g_prompt, g> / |g|²` (the `prompt_grad_share` of the steps that measured it). Under completion-only
+# loss the prompt targets have no loss terms, so this share is exactly zero; the prompt tokens as
+# *inputs* still get gradient through attention (notebook 3), which this share does not count.
 
 # %% tags=["nbval-ignore-output"]
 for name, exp in experiments.items():
     for m in MASKINGS:
-        print(f"{name:>8}, {sv.train.experiment.masking_words(m):>24}: prompt share of the loss "
+        print(f"{name:>8}, {masking_words(m):>24}: prompt targets' share of the loss weight "
               f"{exp.prompt_loss_share(m):4.0%}, of the gradient {exp.prompt_grad_share(m):4.0%}")
 
 # %%
-w_share = support.prompt_loss_share(0.1)
-assert 0.3 < w_share < 0.7, "with prompts 14 times longer, a weight of 0.1 leaves the prompt a large share of the loss"
-assert support.prompt_grad_share("completion") == 0.0 and experiments["explain"].prompt_grad_share("completion") == 0.0
-assert experiments["explain"].prompt_loss_share(0.1) < 0.2, "with short prompts, a weight of 0.1 leaves them little"
-print(f"On support, a prompt-loss weight of 0.1 leaves the prompt about {w_share:.1f} of the loss: not ten times "
-      f"less than the answer, because prompts are about {shape['support'][0] / shape['support'][1]:.0f} times longer. "
-      "On explain it leaves them "
-      f"{experiments['explain'].prompt_loss_share(0.1):.2f}. Under completion-only loss the prompt's share of the "
-      "gradient is exactly zero.")
+for name, exp in experiments.items():
+    assert exp.prompt_grad_share("completion") == 0.0, "completion-only loss has no prompt targets"
+    ratio = shape[name][0] / shape[name][1]
+    print(f"{name}: prompts have {ratio:.1f} times as many targets as completions, so a weight of 0.1 leaves the "
+          f"prompt {exp.prompt_loss_share(0.1):.2f} of the loss weight"
+          + (": not ten times less than the answer, because the prompts are longer." if ratio > 1 else "."))
 
 # %% [markdown]
 # ## Before and after: what the model answers
 #
-# The first evaluation (step 0) is the pretrained model. It knows the products' facts from its
-# pretraining prose, but it has never seen either format, so it does not answer. The last evaluation is
-# after fine-tuning on questions about *other* products: the format was learned in fine-tuning, the facts
-# come from pretraining.
+# The first evaluation (step 0) is the pretrained model, which has never seen either format. The last
+# is after fine-tuning on questions about *other* products. Read the answers: fine-tuning teaches the
+# format (a short answer, then stop); whether the facts are right is what exact match counts, and the
+# control run after this asks how much of that comes from pretraining.
 
 # %% tags=["nbval-ignore-output"]
 for name, exp in experiments.items():
@@ -290,40 +362,45 @@ for name, exp in experiments.items():
     before, after = run.evals[0], run.evals[-1]
     print(f"--- {name}, completion-only, seed {SEEDS[0]}: exact match {before['exact_match']:.0%} before, "
           f"{after['exact_match']:.0%} after")
-    for b, a in list(zip(before["samples"], after["samples"]))[:2]:
+    for b, a in list(zip(before["samples"], after["samples"]))[:3]:
         print(f"   prompt    ...{b['prompt'][-50:]!r}\n   reference {b['reference']!r}\n"
               f"   before    {b['generated']!r}\n   after     {a['generated']!r}")
 
 # %% [markdown]
 # ## Why start from the pretrained weights: a control run
 #
-# The same fine-tune (completion-only, seed 0, the same steps and batches) from *random* weights of the
-# same architecture. It can learn the format from the training pairs, but the facts about the held-out
-# products were only ever in the pretraining prose, which this model never saw.
+# The same fine-tunes (completion-only, every seed, the same steps and batches) from *random* weights of
+# the same architecture. They can learn the format from the training pairs, but the facts about the
+# held-out products were only ever in the pretraining prose, which these models never saw.
 
 # %% tags=["nbval-ignore-output"]
 import torch
 from transformers import AutoModelForCausalLM
 
-train_rows, eval_rows = data["support"]
-torch.manual_seed(SEEDS[0])
-random_model = AutoModelForCausalLM.from_config(model.config)
+train_rows, eval_rows = data[first]
 start = time.perf_counter()
-control = sv.finetune(random_model, tok, train_rows, "completion", steps=STEPS, batch_size=BATCH_SIZE, lr=LR,
-                      seed=SEEDS[0], eval_data=eval_rows, eval_every=STEPS, eval_examples=len(eval_rows), progress=False)
-pretrained = support.runs[("completion", SEEDS[0])]
-print(f"control run: {time.perf_counter() - start:.0f} s")
-for name, run in (("pretrained start", pretrained), ("random start", control)):
-    last = run.evals[-1]
-    print(f"{name:>16}: held-out exact match {last['exact_match']:.0%}, log Pr(y|x) per token "
-          f"{last['cond_logprob_per_token']:+.2f}")
+controls = {}
+for s in SEEDS:
+    torch.manual_seed(s)
+    random_model = AutoModelForCausalLM.from_config(model.config)
+    controls[s] = sv.finetune(random_model, tok, train_rows, "completion", steps=STEPS, batch_size=BATCH_SIZE,
+                              lr=LR, seed=s, eval_data=eval_rows, eval_every=STEPS, eval_examples=len(eval_rows),
+                              progress=False)
+print(f"control runs: {time.perf_counter() - start:.0f} s")
+pretrained = {s: experiments[first].runs[("completion", s)] for s in SEEDS}
+for label, runs in (("pretrained start", pretrained), ("random start", controls)):
+    em = [r.evals[-1]["exact_match"] for r in runs.values()]
+    lp = [r.evals[-1]["cond_logprob_per_token"] for r in runs.values()]
+    print(f"{label:>16}: held-out exact match {sum(em) / len(em):.0%}, log Pr(y|x) per token "
+          f"{sum(lp) / len(lp):+.2f} (mean over {len(SEEDS)} seed(s))")
 
-# %%
-assert control.evals[-1]["exact_match"] < pretrained.evals[-1]["exact_match"] - 0.15
-assert control.evals[-1]["cond_logprob_per_token"] < pretrained.evals[-1]["cond_logprob_per_token"] - 0.4
-print("From random weights the same fine-tune answers fewer held-out questions and gives the right answers a "
-      "lower probability (by more than 0.4 nats per token): the facts come from pretraining, and SFT teaches the "
-      "format on top of them.")
+# %% tags=["nbval-ignore-output"]
+better = [pretrained[s].evals[-1]["cond_logprob_per_token"] > controls[s].evals[-1]["cond_logprob_per_token"]
+          for s in SEEDS]
+print(holds(
+    "On every seed the pretrained start gives the held-out answers a higher probability than the random start: "
+    "what the model learned in pretraining carries over to the held-out rows, and SFT teaches the format on top of it.",
+    all(better), f"the random start did as well on {len(better) - sum(better)} of {len(SEEDS)} seeds."))
 
 # %% [markdown]
 # ## Try it yourself: the MaskingLab
@@ -358,16 +435,27 @@ W.MaskingLab(model, tok, train_rows, eval_rows[:24], steps=STEPS, lr=LR, seed=SE
 #   completions.
 #
 # Their models have billions of parameters and their benchmarks are not ours, so the cell below only sets
-# their conditions beside this run's measurements.
+# their conditions beside this run's measurements, with the same paired test.
 
 # %% tags=["nbval-ignore-output"]
+def paired(exp, a, b, metric="cond_logprob_per_token"):
+    t = exp.compare(a, b, metric)
+    return (f"{masking_words(a)} ends above {masking_words(b)} in log Pr(y|x) on {exp.wins(a, b, metric)} of "
+            f"{len(SEEDS)} seeds and on {t['a_wins']} of {t['a_wins'] + t['b_wins']} differing (seed, question) pairs "
+            f"({sv.train.experiment.format_p(t['p_value'])})"), t
+
+
 for name, exp in experiments.items():
     p, c = shape[name]
-    print(f"{name}: prompts {p / c:.1f} times as long as completions, {len(data[name][0])} training rows.")
+    print(f"{name}: prompts have {p / c:.1f} times as many targets as completions, {len(data[name][0])} training rows.")
     for metric in ("exact_match", "cond_logprob_per_token"):
         print("   " + exp.verdict(metric))
-    weighted_vs_completion = exp.wins(0.1, "completion", "cond_logprob_per_token")
-    print(f"   A weight of 0.1 ends above completion-only in log Pr(y|x) on {weighted_vs_completion} of {len(SEEDS)} seeds.\n")
+    for a, b in (("full", "completion"), (0.1, "completion")):
+        sentence, t = paired(exp, a, b)
+        verdict = (("in favour of " + masking_words(a)) if t["a_wins"] > t["b_wins"] else ("against " + masking_words(a))
+                   ) if t["p_value"] < 0.05 else "too close to call at p < 0.05"
+        print(f"   {sentence}: {verdict}.")
+    print()
 
 # %% [markdown]
 # ## Check your understanding

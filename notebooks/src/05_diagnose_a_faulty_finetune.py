@@ -3,9 +3,10 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sftviz/sftviz/blob/main/notebooks/05_diagnose_a_faulty_finetune.ipynb)
 #
-# Most SFT bugs do not crash anything. The loss goes down, the run finishes, and the model is quietly
-# worse. This notebook trains four models, each with a real bug switched on, and hides which bug is
-# in which run. Your job: find each bug from the evidence, the way you would on a real project.
+# Most SFT bugs do not crash anything. The loss goes down and the run finishes; some bugs make the model
+# worse, others only change what the loss means, and a short evaluation may not show either. This
+# notebook trains four models, each with a real bug switched on, and hides which bug is in which run.
+# Your job: find each bug from the evidence, the way you would on a real project.
 #
 # The evidence you have for each run: its curves (the objective it optimised, and the prompt and
 # completion NLL measured correctly), what the fine-tuned model answers, and the labels its data
@@ -38,13 +39,19 @@ except ImportError:
 
 # %% tags=["parameters"]
 MODEL_NAME = "sftviz-tiny"
-DATASET = "support"
+DATASET = "support"  # bundled prompt/completion data, or a path to your own JSONL file
+EVAL_FRACTION = None  # for a JSONL file without its own split: the share of its rows to hold out, e.g. 0.2
 STEPS = 100
 SEED = 0  # the training seed of every run
-MYSTERY_KEY = 0  # decides which bug goes into which run: give it a new value (e.g. "2026-fall") each term
+MYSTERY_KEY = 0  # self-study only: decides which bug goes into which run
 SUSPECTS = ("eos_masked", "prompt_trained", "shifted_labels", "accum_mean_of_means")
 BATCH_SIZE = 8  # examples per micro-batch
 GRAD_ACCUM = 2  # micro-batches per step (a step sees 16 examples)
+EVAL_EXAMPLES = 8  # held-out questions each run answers at the end
+# A graded class gets its runs from the instructor, in this folder beside the notebook (built by
+# `python -m sftviz.course nbgrader`, with a secret key). Without the folder, the runs are trained here
+# for self-study: the checks then know the answers, and so could you, if you went looking.
+MYSTERY_CASE = "mystery_case"
 
 # %%
 import sftviz as sv
@@ -56,21 +63,23 @@ for name, what in FAULTS.items():
 
 # %%
 model, tok = sv.load_model(MODEL_NAME)
-train_rows = sv.load_dataset(DATASET, split="train")
-eval_rows = sv.load_dataset(DATASET, split="eval")
+train_rows, eval_rows = sv.load_splits(DATASET, eval_fraction=EVAL_FRACTION)
 
 # %% [markdown]
 # ## The runs
 #
 # `exercises.mystery_runs` fine-tunes one healthy run (completion-only, no bug) and one run per suspect,
-# shuffles the suspects with `MYSTERY_KEY` and names the runs A, B, C and D. Every run accumulates
-# gradients over `GRAD_ACCUM` micro-batches per step. The bug's name is kept out of the run's record.
+# shuffles the suspects and names the runs A, B, C and D. Every run accumulates gradients over
+# `GRAD_ACCUM` micro-batches per step. The bug's name is kept out of the run's record. In a graded class
+# the runs are loaded from your instructor's `MYSTERY_CASE` folder instead, and nothing in this notebook
+# knows which bug is where: your answers are recorded, and the grader checks them.
 
 # %% tags=["nbval-ignore-output"]
 healthy, mysteries = exercises.mystery_runs(
-    model, tok, train_rows, SUSPECTS, steps=STEPS, seed=SEED, key=MYSTERY_KEY, eval_data=eval_rows, eval_examples=8, eval_every=None,
-    batch_size=BATCH_SIZE, grad_accum=GRAD_ACCUM,
+    model, tok, train_rows, SUSPECTS, steps=STEPS, seed=SEED, key=MYSTERY_KEY, case=MYSTERY_CASE, eval_data=eval_rows,
+    eval_examples=EVAL_EXAMPLES, eval_every=None, batch_size=BATCH_SIZE, grad_accum=GRAD_ACCUM,
 )
+print("runs from your instructor's case" if healthy.case else "runs trained here (self-study)")
 for name, run in mysteries.items():
     print(name, run)
 
@@ -83,26 +92,39 @@ for name, run in mysteries.items():
 # %%
 plots.plot_runs([healthy] + list(mysteries.values()))
 
+# %% tags=["nbval-ignore-output"]
+print(f"{'run':>8}  {'prompt NLL':>10}  {'completion NLL':>14}  {'objective vs completion NLL':>27}")
+for name, run in {"healthy": healthy, **mysteries}.items():
+    e = exercises.curve_ends(run)
+    print(f"{name:>8}  {e['prompt_nll']:10.2f}  {e['completion_nll']:14.2f}  {e['objective_gap']:26.1%} apart")
+
 # %% [markdown]
 # ### Exercise 1: from the curves alone
 #
-# Before you look at any answer or label: two of the suspects leave a mark on the curves that no other
-# suspect leaves. Which run was trained on the prompt instead of the completion (`prompt_trained`), and
-# which one averaged the micro-batch averages (`accum_mean_of_means`)? Think about what each bug changes
-# (which tokens are trained, or only how their losses are averaged) and what that does to each panel.
-# A wrong answer gets the curves of the run you named, against the healthy run's.
+# Before you look at any answer or label: which run was trained on the prompt instead of the completion
+# (`prompt_trained`), and which one averaged the micro-batch averages (`accum_mean_of_means`)? Think
+# about what each bug changes (which tokens are trained, or only how their losses are averaged) and
+# what that does to each panel and to the numbers above. The first shows in the figure; the second only
+# in the last column. A wrong answer gets the curves of the run you named, against the healthy run's.
+
+# %% [markdown]
+# Some marks are too small to see in a figure. `exercises.curve_ends` reads each run's curves as numbers:
+# where the prompt and completion NLL end (mean of the last 10 steps), and how far the objective is from
+# the completion NLL measured on the same batches, on average over the run (0 for a healthy
+# completion-only run, whose objective *is* that NLL).
 
 # %% nbgrader={"grade": false, "grade_id": "from-curves", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["nbval-ignore-output"]
 from_curves = {fault: None for fault in exercises.CURVE_SIGNS}  # a run letter each, e.g. "A"
 ### BEGIN SOLUTION
-from_curves = {f: r for r, f in exercises.mystery_assignment(SUSPECTS, MYSTERY_KEY).items() if f in from_curves}
+from_curves = {f: r for r, f in exercises.answer_key(mysteries).items() if f in from_curves}
 ### END SOLUTION
 curve_checks = exercises.check_from_curves(from_curves, mysteries, healthy)
 for check in curve_checks:
     print(check)
 
 # %% nbgrader={"grade": true, "grade_id": "from-curves-points", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-# Points for nbgrader: 1 per run found from the curves (the cell above gives the feedback).
+# Points for nbgrader: 1 per run found from the curves (the cell above gives the feedback; in a graded class
+# the grader's own check replaces it).
 exercises.points(curve_checks)
 
 # %% [markdown]
@@ -149,14 +171,15 @@ W.TokenView(exercises.mystery_labels(tok, train_rows[0], mysteries["D"]), editab
 # %% nbgrader={"grade": false, "grade_id": "diagnosis", "locked": false, "schema_version": 3, "solution": true, "task": false}
 diagnosis = {name: None for name in mysteries}  # e.g. {"A": "eos_masked", ...}
 ### BEGIN SOLUTION
-diagnosis = exercises.mystery_assignment(SUSPECTS, MYSTERY_KEY)  # the answer key, from the parameter
+diagnosis = exercises.answer_key(mysteries)  # self-study runs know it; a graded case gets the key written here
 ### END SOLUTION
 checks = exercises.check_diagnoses(diagnosis, mysteries)
 for name, check in zip(mysteries, checks):
     print(name, check)
 
 # %% nbgrader={"grade": true, "grade_id": "diagnosis-points", "locked": true, "points": 4, "schema_version": 3, "solution": false, "task": false}
-# Points for nbgrader: 1 per correct diagnosis (the cell above gives the feedback).
+# Points for nbgrader: 1 per correct diagnosis (the cell above gives the feedback; in a graded class the
+# grader's own check replaces it).
 exercises.points(checks)
 
 # %% [markdown]
@@ -187,7 +210,8 @@ for letter, run in mysteries.items():
 #   can be wrong.
 #
 # `exercises.confirm_hallmarks` checks each of these, with thresholds, on the runs above (it stops with an
-# error naming the run if one does not show), without naming which bug is where.
+# error naming the run if one does not show), without naming which bug is where. For a graded case it was
+# checked when your instructor built the case (here nothing knows the bugs).
 
 # %%
 for line in exercises.confirm_hallmarks(healthy, mysteries, tok, train_rows[0]):
