@@ -94,6 +94,7 @@ sections stay as they are).
 | `bench/bench_hf_loss.py` | Trainer with the sftviz loss | `sftviz.hf.SFTLossTrainer` vs Trainer's own loss on the same tokenized rows |
 | `bench/bench_batched.py` | runs batched | 9 runs as one vmapped computation vs 9 serial runs, same work, same losses |
 | `bench/bench_notebooks.py` | notebooks | each course notebook run top to bottom, default threads and one thread, against its time target |
+| `bench/bench_autograde.py` | autograding | nbgrader autograde of a class of the whole course, with the run cache vs without |
 
 Timing on a shared machine: wall-clock figures (the default) are what a learner sees on 2 cores, but
 they move with other processes' load; `--threads 1 --clock cpu` measures process CPU time on one
@@ -114,6 +115,7 @@ ORDER = (
     "bench_hf_loss",
     "bench_batched",
     "bench_notebooks",
+    "bench_autograde",
 )
 _SECTION = re.compile(r"<!-- ([\w.-]+):begin -->.*?<!-- \1:end -->", re.S)
 

@@ -1,0 +1,100 @@
+"""How long nbgrader takes to autograde a class of the whole course, with and without the run cache.
+
+A course folder is laid out as an instructor would (``python -m sftviz.course nbgrader``, which also
+builds notebook 5's graded case; ``nbgrader generate_assignment``). Then:
+
+* reference: ``--reference`` complete submissions autograded with the run cache switched off
+  (``SFTVIZ_RUN_CACHE=""``): every submission trains notebook 4's 19 runs;
+* the class: ``--students`` submissions (complete and unanswered, alternating) autograded with the cache
+  that ``nbgrader_config.py`` sets, starting empty: the first complete submission trains, the rest read.
+
+It prints seconds per submission for both and their ratio, and the class's total against the target of
+10 minutes for 30 submissions on 2 cores.
+
+    python bench/bench_autograde.py                      # 30 students; writes its section of bench/RESULTS.md
+    python bench/bench_autograde.py --students 6 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common as C
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_S, TARGET_STUDENTS = 600.0, 30
+
+
+def sh(args: list[str], cwd: Path, env: dict) -> None:
+    res = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}")
+
+
+def submit(course: Path, student: str, complete: bool) -> None:
+    dest = course / "submitted" / student / "sft-lab"
+    shutil.copytree(course / "release" / "sft-lab", dest)
+    if complete:
+        for nb in (course / "source" / "sft-lab").glob("*.ipynb"):
+            shutil.copyfile(nb, dest / nb.name)
+
+
+def autograde(course: Path, students: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    for student in students:  # one at a time, as `nbgrader autograde` does
+        sh([sys.executable, "-m", "nbgrader", "autograde", "sft-lab", "--create", "--student", student], course, env)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--students", type=int, default=TARGET_STUDENTS)
+    ap.add_argument("--reference", type=int, default=1, help="submissions autograded without the cache")
+    ap.add_argument("--no-write", action="store_true", help="print only; do not update bench/RESULTS.md")
+    args = ap.parse_args()
+    info = C.machine()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    with tempfile.TemporaryDirectory() as tmp:
+        course = Path(tmp) / "course"
+        t0 = time.perf_counter()
+        sh([sys.executable, "-m", "sftviz.course", "nbgrader", str(course), "--mystery-key", "bench"], ROOT, env)
+        setup = time.perf_counter() - t0
+        sh([sys.executable, "-m", "nbgrader", "generate_assignment", "sft-lab", "--force"], course, env)
+        ref_students = [f"ref{i}" for i in range(args.reference)]
+        class_students = [f"s{i:02d}" for i in range(args.students)]
+        for s in ref_students:
+            submit(course, s, complete=True)
+        for i, s in enumerate(class_students):
+            submit(course, s, complete=i % 2 == 0)
+        ref = autograde(course, ref_students, {**env, "SFTVIZ_RUN_CACHE": ""}) / len(ref_students)
+        total = autograde(course, class_students, env)
+    per = total / len(class_students)
+    projected = per * TARGET_STUDENTS
+    rows = [
+        ["without the run cache (reference)", f"{ref:.0f}", "1.00x"],
+        [f"with the run cache, {len(class_students)} students", f"{per:.0f}", f"{ref / per:.2f}x"],
+    ]
+    met = "met" if projected <= TARGET_S else "not met"
+    body = (
+        f"Machine: {C.machine_line(info)}\n\n"
+        f"`nbgrader autograde` of all five notebooks per submission, one submission at a time. The course setup "
+        f"(`python -m sftviz.course nbgrader`, which trains notebook 5's case) took {setup:.0f} s once.\n\n"
+        + C.table(["autograding", "s / submission", "speed-up"], rows)
+        + f"\n\n{len(class_students)} submissions took {total:.0f} s; 30 at this rate: {projected:.0f} s. Target: "
+        f"{TARGET_S:.0f} s for {TARGET_STUDENTS} submissions on 2 cores ({met}).\n"
+    )
+    print(body)
+    if not args.no_write:
+        C.write_section("bench_autograde", "## Autograding a class (`python bench/bench_autograde.py`)\n\n" + body)
+
+
+if __name__ == "__main__":
+    main()
