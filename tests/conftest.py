@@ -60,6 +60,15 @@ def make_tiny_gpt2(vocab_size, seed=0, n_positions=128):
     return model
 
 
+@pytest.fixture(autouse=True)
+def _session_run_cache_only_for_notebooks(request, monkeypatch):
+    """scripts/test.sh gives the session one run cache ($SFTVIZ_RUN_CACHE) so that the notebooks' deterministic
+    fine-tunes are trained once. It is for the tests that run whole notebooks (marked ``run_cache``); every
+    other test trains for real, and gets a run with its model."""
+    if request.node.get_closest_marker("run_cache") is None:
+        monkeypatch.delenv("SFTVIZ_RUN_CACHE", raising=False)
+
+
 @pytest.fixture(scope="session")
 def gpt2_tok():
     return make_gpt2_style_tokenizer()

@@ -20,7 +20,7 @@ from harness import CONTRAST
 
 from conftest import ROOT, Budget, NotebookPage
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.run_cache]
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
 # The widget views each notebook shows (class of the view's root element: how many at least).
