@@ -95,6 +95,7 @@ sections stay as they are).
 | `bench/bench_batched.py` | runs batched | 9 runs as one vmapped computation vs 9 serial runs, same work, same losses |
 | `bench/bench_notebooks.py` | notebooks | each course notebook run top to bottom, default threads and one thread, against its time target |
 | `bench/bench_autograde.py` | autograding | nbgrader autograde of a class of the whole course, with the run cache vs without |
+| `bench/bench_real_model.py` | the real model | `sv.load_model("smollm2-135m-instruct")` offline in a fresh process vs sftviz-tiny, against a 3 s target |
 
 Timing on a shared machine: wall-clock figures (the default) are what a learner sees on 2 cores, but
 they move with other processes' load; `--threads 1 --clock cpu` measures process CPU time on one
@@ -116,6 +117,7 @@ ORDER = (
     "bench_batched",
     "bench_notebooks",
     "bench_autograde",
+    "bench_real_model",
 )
 _SECTION = re.compile(r"<!-- ([\w.-]+):begin -->.*?<!-- \1:end -->", re.S)
 

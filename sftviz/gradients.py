@@ -134,25 +134,117 @@ class TokenGradients:
         )
 
 
-def _per_target_norms(losses, params, chunk):
-    """Norm of the parameter gradient of each entry of ``losses`` (one batched backward per chunk)."""
+def _per_target_norms(losses, params, chunk, progress):
+    """Norm of the parameter gradient of each entry of ``losses``: one batched backward per chunk
+    (``is_grads_batched``), or a plain backward per entry when ``chunk`` is 1 (less memory)."""
     n = losses.shape[0]
     out = torch.zeros(n, dtype=torch.float64)
     eye = torch.eye(n, dtype=losses.dtype, device=losses.device)
-    for start in range(0, n, chunk):
-        rows = eye[start : start + chunk]
-        grads = torch.autograd.grad(
-            losses, params, grad_outputs=rows, is_grads_batched=True, retain_graph=True, allow_unused=True
-        )
-        sq = torch.zeros(rows.shape[0], dtype=torch.float64, device=losses.device)
-        for g in grads:
-            if g is not None:
-                sq += torch.linalg.vector_norm(g.reshape(rows.shape[0], -1), dim=1).double().square()
-        out[start : start + rows.shape[0]] = sq.sqrt().cpu()
+    starts = range(0, n, chunk)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc="per-target gradients", unit="target", leave=False)
+    try:
+        for start in starts:
+            rows = eye[start : start + chunk]
+            if chunk == 1:
+                grads = [
+                    g[None] if g is not None else None
+                    for g in torch.autograd.grad(losses[start], params, retain_graph=True, allow_unused=True)
+                ]
+            else:
+                grads = torch.autograd.grad(
+                    losses, params, grad_outputs=rows, is_grads_batched=True, retain_graph=True, allow_unused=True
+                )
+            sq = torch.zeros(rows.shape[0], dtype=torch.float64, device=losses.device)
+            for g in grads:
+                if g is not None:
+                    sq += torch.linalg.vector_norm(g.reshape(rows.shape[0], -1), dim=1).double().square()
+            del grads
+            out[start : start + rows.shape[0]] = sq.sqrt().cpu()
+            if bar is not None:
+                bar.update(rows.shape[0])
+    finally:
+        if bar is not None:
+            bar.close()
     return out
 
 
-TARGETS = ("all", "trained", "none")
+TARGETS = ("auto", "all", "trained", "none")
+#: ``targets="auto"`` computes every target's own gradient while that is at most this many parameters
+#: times targets (the bundled model: any example; SmolLM2-135M: up to 7 targets), else the trained ones.
+AUTO_ALL_LIMIT = 1_000_000_000
+#: Bytes a chunk of ``c`` per-target gradients needs, as a multiple of ``c`` times the parameters' bytes:
+#: the gradients themselves plus autograd's batched intermediates (on SmolLM2-135M, a chunk of 3 peaked
+#: 1.45 GiB above a chunk of 1, whose gradients take 0.5 GiB each).
+CHUNK_COST = 1.5
+#: What ``chunk="auto"`` lets a chunk use: a quarter of the memory available when the work starts, and at
+#: most 1 GiB (batching per-target gradients saves time on a small model, not on a large one).
+CHUNK_SHARE, CHUNK_CAP = 0.25, 1 << 30
+
+
+def available_memory(device: Any) -> int | None:
+    """Bytes available for new tensors on ``device`` now: free GPU memory, or the system's available
+    memory for the CPU (Linux ``MemAvailable``); None where it cannot be read."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def gradient_cost(model: Any, example: Example, *, targets: str = "auto", chunk: int | str = "auto") -> dict:
+    """What :func:`token_gradients` will cost before it runs: a dict with ``targets`` and ``chunk`` (the
+    ones it will use, ``"auto"`` resolved), ``n_targets`` (how many per-target gradients),
+    ``backward_passes`` (how many backward passes: one per chunk of targets, plus two),
+    ``peak_bytes`` (an estimate of the memory it adds on top of the model) and ``available_bytes`` (what
+    the device has free now, or None).
+
+    ``chunk="auto"`` takes the largest chunk (at most 16) whose gradients fit in a quarter of the memory
+    available now and in 1 GiB: 16 for the bundled model, 1 for a model of a hundred million parameters
+    or more."""
+    if not isinstance(example, Example):
+        raise TypeError(f"example must be an sftviz Example (from sv.build_example); got {type(example).__name__}.")
+    check_model(model)
+    if targets not in TARGETS:
+        raise ValueError(f"targets must be one of {TARGETS}; got {targets!r}.")
+    params = [p for p in model.parameters() if p.requires_grad]
+    param_bytes = sum(p.numel() * p.element_size() for p in params)
+    device = next(model.parameters()).device
+    free = available_memory(device)
+    if chunk == "auto":
+        budget = min(CHUNK_SHARE * free, CHUNK_CAP) if free is not None else CHUNK_CAP
+        chunk = int(max(1, min(16, budget // max(CHUNK_COST * param_bytes, 1))))
+    elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer or 'auto'; got {chunk!r}.")
+    n = len(example)
+    counts = {"all": n - 1, "trained": sum(1 for lab in example.labels[1:] if lab != IGNORE_INDEX), "none": 0}
+    if targets == "auto":
+        n_params = sum(p.numel() for p in params)
+        targets = "all" if n_params * counts["all"] <= AUTO_ALL_LIMIT else "trained"
+    n_targets = counts[targets]
+    vocab = getattr(getattr(model, "config", None), "vocab_size", 0) or 0
+    # The masked and full gradients are kept (2x the parameters); a chunk adds its own; the logits and
+    # their gradient are n x vocab floats, a few times over.
+    peak = 2 * param_bytes + (CHUNK_COST * min(chunk, n_targets) * param_bytes if n_targets else 0) + 8 * n * vocab * 4
+    return {
+        "targets": targets,
+        "chunk": chunk,
+        "backward_passes": 2 + -(-n_targets // chunk),
+        "n_targets": n_targets,
+        "peak_bytes": int(peak),
+        "available_bytes": free,
+    }
 
 
 def masked_name(example: Example) -> str:
@@ -160,7 +252,15 @@ def masked_name(example: Example) -> str:
     return loss_name(example.masking)
 
 
-def token_gradients(model: Any, tok: Any, example: Example, *, targets: str = "all", chunk: int = 16) -> TokenGradients:
+def token_gradients(
+    model: Any,
+    tok: Any,
+    example: Example,
+    *,
+    targets: str = "auto",
+    chunk: int | str = "auto",
+    progress: bool | None = None,
+) -> TokenGradients:
     """Measure, for one example, how masking changes where gradient flows.
 
     Args:
@@ -170,10 +270,20 @@ def token_gradients(model: Any, tok: Any, example: Example, *, targets: str = "a
             the completion only for ``masking="completion"``; a prompt-loss weight, or labels edited
             with ``set_trained`` (in TokenView, say), are followed as they are.
         targets: whose per-target parameter-gradient norms to compute: ``"all"`` (every target, as the
-            full loss needs; the default), ``"trained"`` (the trained targets only: the masked view,
-            several times faster on long prompts), or ``"none"`` (skip them: input-embedding
-            gradients, cosine and layer norms only).
-        chunk: how many per-target gradients to batch in one backward pass (memory vs speed).
+            full loss needs), ``"auto"`` (the default: ``"all"`` while the model's parameters times the
+            example's targets are at most a billion, as for the bundled model, else ``"trained"``: on
+            SmolLM2-135M every target of a 46-token example means 45 backward passes), ``"trained"``
+            (the trained targets only: the masked view, several times faster on long prompts), or
+            ``"none"`` (skip them: input-embedding gradients, cosine and layer norms only).
+        chunk: how many per-target gradients to batch in one backward pass (memory vs speed). ``"auto"``
+            (the default) chooses from the model's size and the memory available now (see
+            :func:`gradient_cost`): 16 for the bundled model, 1 for SmolLM2-135M.
+        progress: a progress bar over the per-target gradients; None (the default) shows one when
+            there is more than one chunk of targets on a model of 10 M parameters or more.
+
+    Before any work, the memory it needs is estimated (:func:`gradient_cost`); if that is more than the
+    device has available, it stops with a ValueError that says what to change, instead of being killed
+    for running out of memory.
 
     Returns:
         A :class:`TokenGradients`. A target's term in the masked loss is its NLL times its weight divided
@@ -191,13 +301,23 @@ def token_gradients(model: Any, tok: Any, example: Example, *, targets: str = "a
     check_model(model)
     if targets not in TARGETS:
         raise ValueError(f"targets must be one of {TARGETS}; got {targets!r}.")
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer; got {chunk!r}.")
     if len(example) < 2:
         raise ValueError(
             "The example has fewer than 2 tokens, so nothing is predicted; give it a prompt and a completion."
         )
     _check_fits(model, example)
+    cost = gradient_cost(model, example, targets=targets, chunk=chunk)
+    targets, chunk = cost["targets"], cost["chunk"]
+    if cost["available_bytes"] is not None and cost["peak_bytes"] > cost["available_bytes"]:
+        raise ValueError(
+            f"token_gradients would need about {cost['peak_bytes'] / 2**30:.1f} GiB for {cost['n_targets']} "
+            f"per-target gradients in chunks of {chunk}, and {cost['available_bytes'] / 2**30:.1f} GiB is "
+            "available. Use targets='trained' (the trained targets only) or targets='none' (no per-target "
+            "norms), a smaller chunk, or a shorter example."
+        )
+    if progress is None:
+        n_params = sum(p.numel() for p in model.parameters())
+        progress = n_params >= 10_000_000 and cost["backward_passes"] > 3
     n = len(example)
     # The example's own objective: the weight of each target (0 where the label is -100; never position 0).
     weights = [0.0] + [
@@ -211,7 +331,7 @@ def token_gradients(model: Any, tok: Any, example: Example, *, targets: str = "a
     # Positions whose own per-target gradient is computed (position 0 is never a target).
     wanted = {"all": list(range(1, n)), "trained": [t for t in range(1, n) if weights[t] > 0], "none": []}[targets]
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    g = _gradients(model, example, weights, [p for _, p in named], wanted, chunk)
+    g = _gradients(model, example, weights, [p for _, p in named], wanted, chunk, bool(progress))
     names = [name for name, _ in named]
     target_grad, target_grad_full = [None] * n, [None] * n
     for t, own in zip(wanted, g["own"]):
@@ -250,7 +370,9 @@ def _check_fits(model: Any, example: Example) -> None:
         )
 
 
-def _gradients(model: Any, example: Example, weights: list[float], params: list, wanted: list[int], chunk: int) -> dict:
+def _gradients(
+    model: Any, example: Example, weights: list[float], params: list, wanted: list[int], chunk: int, progress: bool
+) -> dict:
     """One forward pass; the gradients of the masked and the full loss with respect to the input
     embeddings and the parameters, and the norm of each ``wanted`` target's own parameter gradient."""
     device = next(model.parameters()).device
@@ -268,7 +390,7 @@ def _gradients(model: Any, example: Example, weights: list[float], params: list,
             loss_f = per[1:].mean()
             g_m = torch.autograd.grad(loss_m, [embeds, *params], retain_graph=True, allow_unused=True)
             g_f = torch.autograd.grad(loss_f, [embeds, *params], retain_graph=bool(wanted), allow_unused=True)
-            own = _per_target_norms(per[wanted], params, chunk).tolist() if wanted else []
+            own = _per_target_norms(per[wanted], params, chunk, progress).tolist() if wanted else []
     finally:
         model.train(was_training)
     return {

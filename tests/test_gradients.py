@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import sftviz as sv
+from sftviz import gradients
 from sftviz.gradients import group_norms, parameter_groups, token_gradients
 
 P, C = "Question: How much is the lamp?\nAnswer:", " 12 dollars."
@@ -159,3 +160,15 @@ def test_masked_name_for_each_masking(gpt2_tok_padded):
         0.25: "prompt weight 0.25",
     }
     assert masked_name(ex.set_trained(1, True)) == "trained tokens"
+
+
+def test_gradients_refuse_what_does_not_fit(tiny_model, gpt2_tok, monkeypatch):
+    """An estimate above the memory available stops before any work, with what to change."""
+    ex = sv.build_example(gpt2_tok, prompt="Q: Hi?\nA:", completion=" Hello")
+    monkeypatch.setattr(gradients, "available_memory", lambda device: 1 << 10)
+    with pytest.raises(ValueError, match=r"would need about .* GiB .* targets='trained'"):
+        gradients.token_gradients(tiny_model, gpt2_tok, ex)
+    with pytest.raises(ValueError, match="chunk must be a positive integer or 'auto'"):
+        gradients.gradient_cost(tiny_model, ex, chunk=0)
+    cost = gradients.gradient_cost(tiny_model, ex)
+    assert cost["chunk"] == 1 and cost["targets"] == "all"  # 1 KiB free: the smallest chunk

@@ -5,11 +5,13 @@ import json
 import math
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+import sftviz as sv
 from sftviz.collate import collate_examples
 from sftviz.data import build_example
 from sftviz.loss import loss_breakdown, sft_loss, supervised_head_loss
@@ -733,3 +735,17 @@ def test_lesson_masking_on_and_off_from_the_same_start():
     # the held-out prompts: full loss raises log Pr(x), completion-only leaves it no better
     assert f.evals[-1]["marg_logprob_per_token"] > f.evals[0]["marg_logprob_per_token"] + 2.0
     assert c.evals[-1]["marg_logprob_per_token"] < c.evals[0]["marg_logprob_per_token"] + 0.2
+
+
+def test_a_large_model_gets_a_rate_warning(tiny_model, gpt2_tok_padded, monkeypatch):
+    """The bundled model's lr on a model of 50 M parameters or more names a better one (here the threshold
+    is lowered to the test model's size; tests/test_real_model.py does it on SmolLM2)."""
+    from sftviz.train import api
+
+    monkeypatch.setattr(api, "LARGE_MODEL_PARAMS", sum(p.numel() for p in tiny_model.parameters()))
+    rows = [{"prompt": "Q: Hi?\nA:", "completion": " Hello."}] * 2
+    with pytest.warns(UserWarning, match="try lr=2e-5"):
+        sv.finetune(tiny_model, gpt2_tok_padded, rows, steps=1, batch_size=2, eval_examples=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        sv.finetune(tiny_model, gpt2_tok_padded, rows, steps=1, batch_size=2, lr=1e-4, eval_examples=0)

@@ -40,6 +40,8 @@ class FinetuneConfig:
         lr, weight_decay, warmup_steps, max_grad_norm: AdamW (betas 0.9/0.999) with linear warmup to
             ``lr`` over ``warmup_steps`` then a constant rate; weight decay on matrices only; gradients
             clipped to ``max_grad_norm`` (None: no clipping; ``grad_norm`` is measured before clipping).
+            The default ``lr=1e-3`` is for the bundled 1.2 M-parameter model; on a model of 50 M
+            parameters or more, a rate above 1e-4 gets a warning that suggests 2e-5.
         seed: the batch order (a ``torch.Generator``) and dropout (in a forked RNG, so the global random
             state is untouched). The same seed on the same machine gives the same history (on the CPU;
             some GPU kernels are not bit-for-bit deterministic).
