@@ -296,42 +296,12 @@ def token_gradients(
         >>> g.input_grad_masked[-1]  # only the unscored prediction at the last position sees the last token
         0.0
     """
-    if not isinstance(example, Example):
-        raise TypeError(f"example must be an sftviz Example (from sv.build_example); got {type(example).__name__}.")
-    check_model(model)
-    if targets not in TARGETS:
-        raise ValueError(f"targets must be one of {TARGETS}; got {targets!r}.")
-    if len(example) < 2:
-        raise ValueError(
-            "The example has fewer than 2 tokens, so nothing is predicted; give it a prompt and a completion."
-        )
-    _check_fits(model, example)
-    cost = gradient_cost(model, example, targets=targets, chunk=chunk)
-    targets, chunk = cost["targets"], cost["chunk"]
-    if cost["available_bytes"] is not None and cost["peak_bytes"] > cost["available_bytes"]:
-        raise ValueError(
-            f"token_gradients would need about {cost['peak_bytes'] / 2**30:.1f} GiB for {cost['n_targets']} "
-            f"per-target gradients in chunks of {chunk}, and {cost['available_bytes'] / 2**30:.1f} GiB is "
-            "available. Use targets='trained' (the trained targets only) or targets='none' (no per-target "
-            "norms), a smaller chunk, or a shorter example."
-        )
-    if progress is None:
-        n_params = sum(p.numel() for p in model.parameters())
-        progress = n_params >= 10_000_000 and cost["backward_passes"] > 3
+    targets, chunk, progress, weights = _plan(model, example, targets, chunk, progress)
     n = len(example)
-    # The example's own objective: the weight of each target (0 where the label is -100; never position 0).
-    weights = [0.0] + [
-        float(w) if lab != IGNORE_INDEX else 0.0 for lab, w in zip(example.labels[1:], example.weights[1:])
-    ]
-    if sum(weights) <= 0:
-        raise ValueError(
-            "The example trains no token (every label is -100), so its loss is undefined; "
-            "build it with a completion, or mark a token trained with set_trained."
-        )
     # Positions whose own per-target gradient is computed (position 0 is never a target).
     wanted = {"all": list(range(1, n)), "trained": [t for t in range(1, n) if weights[t] > 0], "none": []}[targets]
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    g = _gradients(model, example, weights, [p for _, p in named], wanted, chunk, bool(progress))
+    g = _gradients(model, example, weights, [p for _, p in named], wanted, chunk, progress)
     names = [name for name, _ in named]
     target_grad, target_grad_full = [None] * n, [None] * n
     for t, own in zip(wanted, g["own"]):
@@ -355,6 +325,41 @@ def token_gradients(
         example=example,
         masked_name=masked_name(example),
     )
+
+
+def _plan(model: Any, example: Example, targets: str, chunk: int | str, progress: bool | None) -> tuple:
+    """Check token_gradients' inputs and size its work: (targets, chunk, progress, per-target weights)."""
+    if not isinstance(example, Example):
+        raise TypeError(f"example must be an sftviz Example (from sv.build_example); got {type(example).__name__}.")
+    check_model(model)
+    if targets not in TARGETS:
+        raise ValueError(f"targets must be one of {TARGETS}; got {targets!r}.")
+    if len(example) < 2:
+        raise ValueError(
+            "The example has fewer than 2 tokens, so nothing is predicted; give it a prompt and a completion."
+        )
+    _check_fits(model, example)
+    # The example's own objective: the weight of each target (0 where the label is -100; never position 0).
+    weights = [0.0] + [
+        float(w) if lab != IGNORE_INDEX else 0.0 for lab, w in zip(example.labels[1:], example.weights[1:])
+    ]
+    if sum(weights) <= 0:
+        raise ValueError(
+            "The example trains no token (every label is -100), so its loss is undefined; "
+            "build it with a completion, or mark a token trained with set_trained."
+        )
+    cost = gradient_cost(model, example, targets=targets, chunk=chunk)
+    if cost["available_bytes"] is not None and cost["peak_bytes"] > cost["available_bytes"]:
+        raise ValueError(
+            f"token_gradients would need about {cost['peak_bytes'] / 2**30:.1f} GiB for {cost['n_targets']} "
+            f"per-target gradients in chunks of {cost['chunk']}, and {cost['available_bytes'] / 2**30:.1f} GiB "
+            "is available. Use targets='trained' (the trained targets only) or targets='none' (no per-target "
+            "norms), a smaller chunk, or a shorter example."
+        )
+    if progress is None:
+        n_params = sum(p.numel() for p in model.parameters())
+        progress = n_params >= 10_000_000 and cost["backward_passes"] > 3
+    return cost["targets"], cost["chunk"], bool(progress), weights
 
 
 def _check_fits(model: Any, example: Example) -> None:

