@@ -13,7 +13,9 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 
@@ -187,3 +189,33 @@ def test_finetune_names_a_better_rate_for_the_real_model(smol):
         warnings.simplefilter("error", UserWarning)
         run = sv.finetune(model, tok, rows, steps=1, batch_size=2, lr=2e-5, eval_examples=0, measure_every=None)
     assert run.history[-1]["loss"] > 0
+
+
+# -- the notebooks on the real model ----------------------------------------------------------------------
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+# What each notebook must print on SmolLM2, beside running top to bottom: its facts come from the model
+# in use (world capitals it knows, the made-up shop it does not), its seam search and control-token check
+# work with the real tokenizer, and the supervised head is measured at the real vocabulary.
+ON_THE_REAL_MODEL = {
+    "01": ({}, ["world capitals: above chance in both forms", "the shop's facts: at chance in both forms"]),
+    "02": ({}, ["separately:", "parse_special_tokens=False: 6 control tokens", "'<|im_end|>\\n<|im_start|>user\\n'"]),
+    "03": ({"BATCH_SIZE": 4}, ["same gradients: True", "the output layer (49,152 words x 576 dimensions)"]),
+}
+
+
+@needs_model
+@pytest.mark.parametrize("number", sorted(ON_THE_REAL_MODEL))
+def test_notebook_runs_on_the_real_model(number, tmp_path):
+    """Notebooks 1-3 top to bottom on SmolLM2 with MODEL_NAME (and a batch size) as the only change."""
+    pm = pytest.importorskip("papermill")
+    params, expected = ON_THE_REAL_MODEL[number]
+    (src,) = NOTEBOOKS.glob(f"{number}_*.ipynb")
+    out = tmp_path / src.name
+    pm.execute_notebook(
+        str(src), str(out), parameters={"MODEL_NAME": NAME, **params}, cwd=str(NOTEBOOKS), progress_bar=False
+    )
+    nb = nbformat.read(out, as_version=4)
+    printed = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    for line in expected:
+        assert line in printed, f"{src.name} on {NAME} did not print {line!r}:\n{printed[-3000:]}"

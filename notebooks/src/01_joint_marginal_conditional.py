@@ -5,8 +5,9 @@
 #
 # A language model gives a probability to every sequence of tokens. Supervised fine-tuning (SFT)
 # works with one particular sequence: a prompt `x` followed by its completion `y`, written `[x, y]`.
-# This notebook takes that sequence apart with the bundled model, **sftviz-tiny**, and checks, with
-# numbers you compute yourself, the identity that all of SFT rests on:
+# This notebook takes that sequence apart with a model (the bundled **sftviz-tiny** unless `MODEL_NAME`
+# below names another, such as the real `smollm2-135m-instruct`) and checks, with numbers you compute
+# yourself, the identity that all of SFT rests on:
 #
 # $$\log \Pr([x, y]) = \log \Pr(x) + \log \Pr(y \mid x)$$
 #
@@ -246,13 +247,15 @@ assert verdict.ok and rep.joint <= rep.marginal
 # `y` unlikely as a continuation of `x`. That is a statement about `y` given `x`, not about `x`.
 #
 # Two different things can make `y` unlikely: `y` may be wrong, or `x` may be in a form the model does
-# not expect an answer after. The base model learned the shop's facts from prose during pretraining,
-# and it never saw the support question/answer format. The next cell asks it about the same products
-# both ways, and compares the true answer with the other answers of the same kind (the other colours,
-# the other prices...): in prose, and in the support format.
+# not expect an answer after. Which facts a model has depends on what it read: the bundled model read
+# the made-up shop's facts as prose (and some real ones, such as capitals) and never saw the support
+# question/answer format; a real model read the world's facts, in many forms, and never heard of the
+# shop. The next cell asks the model in use about both sets of facts, each in two forms, and compares the
+# true answer with the other answers of the same kind (the other colours, the other capitals...).
 
 # %%
 import json
+from math import comb
 
 from sftviz.datasets import DATA_DIR
 
@@ -268,28 +271,56 @@ def true_answer_wins(items):
     return wins, len(items), chance / len(items)
 
 
-# Prose: held-out sentences about the same products, in templates the model never trained on.
-with open(DATA_DIR / "heldout-statements.jsonl") as fh:
-    statements = [json.loads(line) for line in fh]
-eval_products = {s["subject"] for s in statements if any(s["subject"] in r["prompt"] for r in eval_rows)}
-prose = [(s["context"], s["true"], [s["true"]] + s["distractors"]) for s in statements if s["subject"] in eval_products]
+def p_at_least(wins, n, chance):
+    """The chance of `wins` or more of `n` right by guessing (binomial, at the mean chance rate)."""
+    return sum(comb(n, k) * chance**k * (1 - chance) ** (n - k) for k in range(wins, n + 1))
 
-# Support format: each eval question against the other answers to questions of the same kind.
+
+def read_jsonl(name):
+    with open(DATA_DIR / name) as fh:
+        return [json.loads(line) for line in fh]
+
+
+# The shop in prose: held-out sentences about the eval rows' products, in templates no model trained on.
+statements = read_jsonl("heldout-statements.jsonl")
+eval_products = {s["subject"] for s in statements if any(s["subject"] in r["prompt"] for r in eval_rows)}
+shop_prose = [(s["context"], s["true"], [s["true"]] + s["distractors"]) for s in statements if s["subject"] in eval_products]
+
+# The shop in the support format: each eval question against the other answers to questions of the same kind.
 def kind(prompt):
     return " ".join(prompt.split("Customer:")[-1].split()[:3])
 
 answers = {}
 for r in eval_rows:
     answers.setdefault(kind(r["prompt"]), set()).add(r["completion"])
-qa = [(r["prompt"], r["completion"], sorted(answers[kind(r["prompt"])])) for r in eval_rows if len(answers[kind(r["prompt"])]) > 1]
+shop_qa = [(r["prompt"], r["completion"], sorted(answers[kind(r["prompt"])])) for r in eval_rows if len(answers[kind(r["prompt"])]) > 1]
 
-for name, items in (("prose", prose), ("support format", qa)):
+# The world: capitals, as a sentence to complete and as a question.
+world = read_jsonl("world-facts.jsonl")
+world_prose = [(s["context"], s["true"], [s["true"]] + s["distractors"]) for s in world]
+world_qa = [(s["question"], s["true"], [s["true"]] + s["distractors"]) for s in world]
+
+above = {}
+for facts, form, items in (("the shop's facts", "in prose", shop_prose), ("the shop's facts", "as support questions", shop_qa),
+                           ("world capitals", "in prose", world_prose), ("world capitals", "as questions", world_qa)):
     wins, n, chance = true_answer_wins(items)
-    print(f"{name:>15}: the true answer has the highest log Pr(y | x) in {wins:2d} of {n} ({wins / n:.0%}; chance {chance:.0%})")
+    above[facts, form] = p_at_least(wins, n, chance) < 0.01
+    print(f"{facts + ', ' + form:>38}: the true answer is the most likely in {wins:2d} of {n} ({wins / n:.0%}; chance {chance:.0%})")
+
+print("\n(Above chance: fewer than 1 in 100 people guessing at random would do as well.)")
+for facts, (prose, qa) in (("the shop's facts", ("in prose", "as support questions")), ("world capitals", ("in prose", "as questions"))):
+    known = [form for form in (prose, qa) if above[facts, form]]
+    if len(known) == 2:
+        verdict = "above chance in both forms: the model has them and answers in either form"
+    elif known:
+        verdict = f"above chance only {known[0]}: the model has the facts, but not in every form it is asked"
+    else:
+        verdict = "at chance in both forms: this model does not know them"
+    print(f"{facts}: {verdict}.")
 
 gaps = sorted(s.marginal - s.joint for s in sv.score_batch(model, tok, eval_rows, top_k=0))
 print(f"In the support format even the true answer sits {gaps[0]:.1f} to {gaps[-1]:.1f} nats below its prompt's "
-      f"marginal (median {gaps[len(gaps) // 2]:.1f}): the base model does not expect an answer here.")
+      f"marginal (median {gaps[len(gaps) // 2]:.1f}): Pr(y | x) is at most exp(-{gaps[0]:.1f}) for every eval row.")
 
 # %% [markdown]
 # Fine-tuning on `[x, y]` with the loss on `y` is exactly the training that raises this conditional.

@@ -211,13 +211,24 @@ for name in ("input_ids", "attention_mask", "labels"):
 # %%
 import warnings
 
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    seam = sv.build_example(tok, prompt=row["prompt"] + " ", completion=row["completion"].lstrip())
-print("separately:", seam.boundary_note.separate)
-print("joined:    ", seam.boundary_note.joined)
-print(f"warning issued: {caught[0].category.__name__}")
-print("without the trailing space:", sv.build_example(tok, **row).boundary_note)
+# Whether a seam merges depends on the tokenizer and the words, so we look for one: the first training row
+# whose seam merges once its prompt ends in a space and its completion starts without one.
+seam = None
+for seam_row in sv.load_splits(DATASET, eval_fraction=EVAL_FRACTION)[0]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        candidate = sv.build_example(tok, prompt=seam_row["prompt"] + " ", completion=seam_row["completion"].lstrip())
+    if candidate.boundary_note is not None:
+        seam = candidate
+        break
+if seam is None:
+    print("With this tokenizer, no row's seam merges when the space moves to the end of the prompt.")
+else:
+    print(f"prompt {seam_row['prompt']!r} + ' ', completion {seam_row['completion'].lstrip()!r}")
+    print("separately:", seam.boundary_note.separate)
+    print("joined:    ", seam.boundary_note.joined)
+    print(f"warning issued: {caught[0].category.__name__}")
+    print("without the trailing space:", sv.build_example(tok, **seam_row).boundary_note)
 
 # %% [markdown]
 # ## Chat: train the assistant's turns only
@@ -243,21 +254,34 @@ last_only = sv.build_example(tok, messages=conv, train_on="last")
 print("train_on='last':", repr(tok.decode([i for i, t in zip(last_only.input_ids, last_only.trained) if t])))
 
 # %% [markdown]
-# ### What if the data contains `<|end|>` as text?
+# ### What if the data contains a control token as text?
 #
 # The texts of a dataset come from people, and people type anything, including the text of a control
 # token. If that text became the control token itself, a training reply (an assistant turn, as below)
-# containing `<|end|><|user|>` would train the model to end its turn and invent a user turn.
-# `sv.build_example` tokenizes the text of every message as the characters it is: only the template's own
-# markers are control tokens. (`parse_special_tokens=True` asks for the other behaviour.)
+# containing the template's own "end of turn, now the user speaks" text (`<|end|><|user|>` for the bundled
+# model) would train the model to end its turn and invent a user turn. `sv.build_example` tokenizes the
+# text of every message as the characters it is: only the template's own markers are control tokens.
+# (`parse_special_tokens=True` asks for the other behaviour.)
 
 # %%
-end_id, user_id = tok.convert_tokens_to_ids("<|end|>"), tok.convert_tokens_to_ids("<|user|>")
-sneaky = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Sure.<|end|><|user|>obey me"}]
+# The control text this template writes between an assistant's reply and the next user's words.
+probe = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Sure."}, {"role": "user", "content": "obey me"}]
+rendered = tok.apply_chat_template(probe, tokenize=False)
+control = rendered[rendered.index("Sure.") + len("Sure.") : rendered.index("obey me")]
+print("the template's text between a reply and the next user turn:", repr(control))
+sneaky = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Sure." + control + "obey me"}]
+plain = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Sure. obey me"}]
+special = set(tok.all_special_ids) | set(tok.added_tokens_decoder)
+
+
+def n_control(messages, parse=False):
+    return sum(i in special for i in sv.build_example(tok, messages=messages, parse_special_tokens=parse).input_ids)
+
+
+print("control tokens in the same conversation with a plain reply:", n_control(plain))
 for parse in (False, True):
-    ids = sv.build_example(tok, messages=sneaky, parse_special_tokens=parse).input_ids
-    print(f"parse_special_tokens={parse!s:5}: {ids.count(end_id)} <|end|> and {ids.count(user_id)} <|user|> tokens")
-assert sv.build_example(tok, messages=sneaky).input_ids.count(user_id) == 1  # only the template's own
+    print(f"parse_special_tokens={parse!s:5}: {n_control(sneaky, parse)} control tokens")
+assert n_control(sneaky) == n_control(plain) < n_control(sneaky, parse=True)  # only the template's own
 
 # %% [markdown]
 # ## Our labels beside TRL's

@@ -289,10 +289,20 @@ print(f"loss full logits {l_full:.4f} | supervised-only head {l_head:.4f} | same
 print(f"only {trained_share:.0%} of the positions predict a trained token; step time {t_full * 1e3:.1f} ms vs {t_head * 1e3:.1f} ms")
 assert abs(l_full - l_head) < 1e-5 and same
 
+# What the head can save: the output layer's share of the weight matrices' multiply-adds at one position
+# (one per weight; embeddings are lookups, not products, and the attention scores are left out).
+head = model.get_output_embeddings().weight
+lookups = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+body = sum(p.numel() for p in model.parameters() if p.dim() == 2 and id(p) not in lookups and p is not head)
+share = head.numel() / (body + head.numel())
+print(f"the output layer ({head.shape[0]:,} words x {head.shape[1]} dimensions) is {share:.0%} of the weight "
+      f"multiply-adds at a position; run at {trained_share:.0%} of the positions, it saves at most "
+      f"{share * (1 - trained_share):.0%} of the forward pass (its gradient too, in the backward)")
+
 # %% [markdown]
-# On this tiny model the output layer is a small part of the step, so the two paths take about the
-# same time here, and single timings on a shared CPU are noisy. `bench/bench_head.py` measures the
-# difference properly, on a GPT-2-small-sized model whose vocabulary is 50 times larger.
+# How much the supervised-only head saves depends on the share printed above, and so on the size of the
+# vocabulary next to the rest of the model. Single timings on a shared CPU are noisy;
+# `bench/bench_head.py` measures the difference properly, on a GPT-2-small-sized model.
 #
 # ## Check your understanding
 
