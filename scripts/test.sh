@@ -8,7 +8,7 @@
 #   1. pytest in the test environment (.venv, sftviz[course,test]): unit tests, the doctests of the
 #      package's docstrings, the user-path tests
 #      (student versions, nbgrader, jupytext, offline restarts, ipywidgets 7), strict nbval on the
-#      five notebooks with this CPU's own kernels, and the browser tests in JupyterLab + Chromium;
+#      six notebooks with this CPU's own kernels, and the browser tests in JupyterLab + Chromium;
 #   2. at the same time, strict nbval in the course environment (.venv-course, sftviz[course] as
 #      scripts/course.sh installs it, plus pytest and nbval) with PyTorch's portable kernels
 #      (ATEN_CPU_CAPABILITY=default), i.e. another CPU's float32 rounding; then the unit tests with the
@@ -63,7 +63,8 @@ course_job() {
   rm -f "$COURSE_VENV/.sftviz-setup-done"
   "$COURSE_VENV/bin/python" -c 'import torch' 2>/dev/null || \
     "$COURSE_VENV/bin/python" -m pip install --quiet "torch==$torch_version"
-  SFTVIZ_VENV="$COURSE_VENV" SFTVIZ_SETUP_ONLY=1 bash scripts/course.sh
+  # --real-model: notebook 6 runs on SmolLM2 (converted once above; this environment reads the same copy).
+  SFTVIZ_VENV="$COURSE_VENV" SFTVIZ_SETUP_ONLY=1 bash scripts/course.sh --real-model
   "$COURSE_VENV/bin/python" -c 'import nbval' 2>/dev/null || \
     "$COURSE_VENV/bin/python" -m pip install --quiet "pytest>=8" "nbval>=0.11"
   touch "$COURSE_VENV/.sftviz-setup-done"  # tests/test_user_paths.py waits for this

@@ -245,6 +245,14 @@ def grade_with_key(notebook: str | os.PathLike, answers: dict) -> None:
     nbformat.write(nb, notebook)
 
 
+def is_graded(path: str | os.PathLike) -> bool:
+    """Whether a notebook has a cell that nbgrader grades (``"grade": true`` in its nbgrader metadata)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    return any(c.metadata.get("nbgrader", {}).get("grade") for c in nb.cells)
+
+
 def write_nbgrader_course(
     src_dir: str | os.PathLike | None,
     course_dir: str | os.PathLike,
@@ -254,8 +262,9 @@ def write_nbgrader_course(
     case: bool = True,
     progress: bool = True,
 ) -> Path:
-    """Lay out an nbgrader course folder: ``COURSE_DIR/source/ASSIGNMENT/`` with the notebooks, and an
-    ``nbgrader_config.py`` for this course (an existing config is kept). Returns the source folder.
+    """Lay out an nbgrader course folder: ``COURSE_DIR/source/ASSIGNMENT/`` with the notebooks that have
+    graded cells (notebook 6 has none: hand it out as it is), and an ``nbgrader_config.py`` for this course
+    (an existing config is kept). Returns the source folder.
 
     With ``case=True`` (the default) and the diagnosis notebook among them, its graded case is built:
     the runs, trained once with ``mystery_key`` (default: a new random secret), go to
@@ -277,7 +286,8 @@ def write_nbgrader_course(
     dest = course / "source" / assignment
     dest.mkdir(parents=True, exist_ok=True)
     for path in paths:
-        shutil.copyfile(path, dest / path.name)
+        if is_graded(path):  # a notebook with no graded cell is handed out as it is, not autograded
+            shutil.copyfile(path, dest / path.name)
     config = course / "nbgrader_config.py"
     if not config.exists():
         config.write_text(NBGRADER_CONFIG, encoding="utf-8")
@@ -330,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "nbgrader":
         course = Path(args.course_dir)
-        print(f"Notebooks copied to {dest}; configuration in {course / 'nbgrader_config.py'}")
+        graded = sorted(p.name for p in dest.glob("*.ipynb"))
+        print(f"{len(graded)} graded notebooks copied to {dest}; configuration in {course / 'nbgrader_config.py'}")
+        for path in _notebook_paths(args.notebooks):
+            if path.name not in graded:
+                print(f"{path.name} has no graded cell, so it is not in the assignment: hand it out as it is")
         if (dest / CASE_FOLDER).is_dir():
             print(
                 f"Notebook 5's graded case is in {dest / CASE_FOLDER} (released); its answer key is in "

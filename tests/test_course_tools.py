@@ -9,7 +9,7 @@ import torch
 
 import sftviz as sv
 from sftviz import exercises
-from sftviz.course import strip_solutions, student_version
+from sftviz.course import is_graded, strip_solutions, student_version
 
 P, C = "Question: How much is the lamp?\nAnswer:", " 12 dollars."
 
@@ -210,5 +210,6 @@ def test_student_version_of_the_course_notebooks():
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         student, n = student_version(nb)
-        assert n >= 1, f"{path.name} has no exercise with a solution"
+        # Notebook 6 (the real model) has no exercise; every graded notebook has at least one.
+        assert n >= 1 or (path.name.startswith("06") and not is_graded(path)), f"{path.name} has no exercise"
         assert all("### BEGIN SOLUTION" not in c.source for c in student.cells)

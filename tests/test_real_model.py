@@ -198,7 +198,10 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # in use (world capitals it knows, the made-up shop it does not), its seam search and control-token check
 # work with the real tokenizer, and the supervised head is measured at the real vocabulary.
 ON_THE_REAL_MODEL = {
-    "01": ({}, ["world capitals: above chance in both forms", "the shop's facts: at chance in both forms"]),
+    "01": (
+        {"PROBE_ROWS": 12},
+        ["world capitals: above chance in both forms", "the shop's facts: at chance in both forms"],
+    ),
     "02": ({}, ["separately:", "parse_special_tokens=False: 6 control tokens", "'<|im_end|>\\n<|im_start|>user\\n'"]),
     "03": ({"BATCH_SIZE": 4}, ["same gradients: True", "the output layer (49,152 words x 576 dimensions)"]),
 }

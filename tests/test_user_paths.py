@@ -24,7 +24,7 @@ import pytest
 import tomllib
 
 from sftviz import exercises
-from sftviz.course import CODE_STUB, student_version
+from sftviz.course import CODE_STUB, is_graded, student_version
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
@@ -67,6 +67,9 @@ def test_exercise_checks_say_not_answered_yet():
 def test_student_version_leaves_no_answer_and_no_gap(path):
     nb = nbformat.read(path, as_version=4)
     student, n = student_version(nb)
+    if not is_graded(path):  # notebook 6: no exercise, so nothing to take out
+        assert n == 0 and "### BEGIN SOLUTION" not in "".join(c.source for c in nb.cells)
+        return
     assert n >= 1
     solutions = _solution_lines(nb)
     grade_ids = []
@@ -127,6 +130,7 @@ def test_nbgrader_release_has_no_solution_and_matches_the_student_version(tmp_pa
     )
     assert res.returncode == 0, res.stderr
     assert "nbgrader generate_assignment sft-lab" in res.stdout
+    res_setup = res
     assert (course / "nbgrader_config.py").read_text().count(CODE_STUB) == 1
     env = dict(
         os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
@@ -141,8 +145,10 @@ def test_nbgrader_release_has_no_solution_and_matches_the_student_version(tmp_pa
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     released = sorted((course / "release" / "sft-lab").glob("*.ipynb"))
-    assert [p.name for p in released] == [p.name for p in NOTEBOOKS]
-    for path in NOTEBOOKS:
+    graded = [p for p in NOTEBOOKS if is_graded(p)]
+    assert [p.name for p in released] == [p.name for p in graded] and len(graded) == 5
+    assert "06_on_a_real_model.ipynb has no graded cell" in res_setup.stdout
+    for path in graded:
         nb = nbformat.read(path, as_version=4)
         release = nbformat.read(course / "release" / "sft-lab" / path.name, as_version=4)
         text = "\n".join(c.source for c in release.cells)
@@ -244,7 +250,7 @@ def test_test_command_restarts_offline():
     """A second `bash scripts/test.sh` with no package index installs nothing and runs the tests."""
     env = _offline_env(SFTVIZ_VENV=sys.prefix)
     res = subprocess.run(
-        ["bash", "scripts/test.sh", "-q", "-p", "no:cacheprovider", "-k", "test_there_are_five_notebooks"],
+        ["bash", "scripts/test.sh", "-q", "-p", "no:cacheprovider", "-k", "test_there_are_six_notebooks"],
         cwd=ROOT,
         env=env,
         capture_output=True,

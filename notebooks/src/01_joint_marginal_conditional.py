@@ -46,6 +46,7 @@ MODEL_NAME = "sftviz-tiny"  # the bundled model; any Hugging Face causal LM id o
 DATASET = "support"  # bundled prompt/completion data, or a path to your own JSONL file
 EVAL_FRACTION = None  # for a JSONL file without its own split: the share of its rows to hold out, e.g. 0.2
 EXAMPLE_INDEX = 0  # which eval example to take apart
+PROBE_ROWS = None  # how many questions each knowledge probe asks: None for all (12 is quicker on a real model)
 
 # %%
 import math
@@ -283,7 +284,8 @@ def read_jsonl(name):
 
 # The shop in prose: held-out sentences about the eval rows' products, in templates no model trained on.
 statements = read_jsonl("heldout-statements.jsonl")
-eval_products = {s["subject"] for s in statements if any(s["subject"] in r["prompt"] for r in eval_rows)}
+probe_rows = eval_rows[:PROBE_ROWS]
+eval_products = {s["subject"] for s in statements if any(s["subject"] in r["prompt"] for r in probe_rows)}
 shop_prose = [(s["context"], s["true"], [s["true"]] + s["distractors"]) for s in statements if s["subject"] in eval_products]
 
 # The shop in the support format: each eval question against the other answers to questions of the same kind.
@@ -293,10 +295,10 @@ def kind(prompt):
 answers = {}
 for r in eval_rows:
     answers.setdefault(kind(r["prompt"]), set()).add(r["completion"])
-shop_qa = [(r["prompt"], r["completion"], sorted(answers[kind(r["prompt"])])) for r in eval_rows if len(answers[kind(r["prompt"])]) > 1]
+shop_qa = [(r["prompt"], r["completion"], sorted(answers[kind(r["prompt"])])) for r in probe_rows if len(answers[kind(r["prompt"])]) > 1]
 
 # The world: capitals, as a sentence to complete and as a question.
-world = read_jsonl("world-facts.jsonl")
+world = read_jsonl("world-facts.jsonl")[:PROBE_ROWS]
 world_prose = [(s["context"], s["true"], [s["true"]] + s["distractors"]) for s in world]
 world_qa = [(s["question"], s["true"], [s["true"]] + s["distractors"]) for s in world]
 
@@ -318,9 +320,9 @@ for facts, (prose, qa) in (("the shop's facts", ("in prose", "as support questio
         verdict = "at chance in both forms: this model does not know them"
     print(f"{facts}: {verdict}.")
 
-gaps = sorted(s.marginal - s.joint for s in sv.score_batch(model, tok, eval_rows, top_k=0))
+gaps = sorted(s.marginal - s.joint for s in sv.score_batch(model, tok, probe_rows, top_k=0))
 print(f"In the support format even the true answer sits {gaps[0]:.1f} to {gaps[-1]:.1f} nats below its prompt's "
-      f"marginal (median {gaps[len(gaps) // 2]:.1f}): Pr(y | x) is at most exp(-{gaps[0]:.1f}) for every eval row.")
+      f"marginal (median {gaps[len(gaps) // 2]:.1f}): Pr(y | x) is at most exp(-{gaps[0]:.1f}) for each of these {len(gaps)} rows.")
 
 # %% [markdown]
 # Fine-tuning on `[x, y]` with the loss on `y` is exactly the training that raises this conditional.

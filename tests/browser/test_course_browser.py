@@ -30,6 +30,7 @@ WIDGETS = {
     "03": {"sftviz-gradview": 1, "sftviz-quizw": 1},
     "04": {"sftviz-labpanel": 1, "sftviz-quizw": 1},
     "05": {"sftviz-tokenview": 4, "sftviz-quizw": 1},
+    "06": {"sftviz-tokenview": 1},
 }
 
 CELLS_STATE = """() => {
