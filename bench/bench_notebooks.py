@@ -8,6 +8,11 @@ on 2 idle cores; every other notebook within 90 s.
 
     python bench/bench_notebooks.py             # writes its section of bench/RESULTS.md
     python bench/bench_notebooks.py --only 04   # one notebook, no RESULTS.md
+    python bench/bench_notebooks.py --real-model  # notebooks 1-3 with MODEL_NAME = SmolLM2, and notebook 6
+
+With ``--real-model`` (SmolLM2-135M-Instruct installed: ``python -m sftviz.models install``) the notebooks that
+run on it in CI (``tests/test_real_model.py``) are timed with the same parameters, and notebook 6 as it is;
+the targets do not apply (a real model is about 100 times the bundled one's work per token).
 """
 
 from __future__ import annotations
@@ -27,13 +32,32 @@ TARGETS = {"04": 60.0}  # seconds, on 2 idle cores with the default threads
 DEFAULT_TARGET = 90.0
 
 
-def run(path: Path, threads: int | None) -> float:
-    """Seconds to execute ``path`` in a fresh kernel; raises with the log's tail if a cell fails."""
+# The parameters tests/test_real_model.py runs each notebook with on the real model (notebook 6: its own).
+REAL = "smollm2-135m-instruct"
+REAL_PARAMETERS = {"01": {"PROBE_ROWS": 12}, "02": {}, "03": {"BATCH_SIZE": 4}, "06": {}}
+
+
+def with_parameters(path: Path, params: dict, out: Path) -> Path:
+    """A copy of ``path`` in ``out`` whose parameters cell ends with ``params`` (as papermill injects them)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source += "".join(f"\n{k} = {v!r}" for k, v in params.items())
+    nbformat.write(nb, out / path.name)
+    return out / path.name
+
+
+def run(path: Path, threads: int | None, params: dict | None = None) -> float:
+    """Seconds to execute ``path`` (with ``params`` set) in a fresh kernel; raises with the log's tail if a
+    cell fails."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env.pop("OMP_NUM_THREADS", None)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     with tempfile.TemporaryDirectory() as out:
+        if params:
+            path = with_parameters(path, params, Path(out))
         cmd = [
             sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
             "--ExecutePreprocessor.timeout=900", "--output-dir", out, str(path),
@@ -49,7 +73,10 @@ def run(path: Path, threads: int | None) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", default="", help="run only the notebooks whose name starts with this")
+    ap.add_argument("--real-model", action="store_true", help=f"time the notebooks that run on {REAL}")
     args = ap.parse_args()
+    if args.real_model:
+        return real_model()
     info = C.machine()
     paths = sorted((ROOT / "notebooks").glob(f"{args.only}*.ipynb"))
     if not paths:
@@ -78,6 +105,28 @@ cell, with torch's default threads (all cores, what a student gets) and with one
 Targets (default threads, idle machine): {"; ".join(verdicts)}.
 """
     C.write_section("bench_notebooks", body)
+
+
+def real_model() -> None:
+    info = C.machine()
+    rows = []
+    for key, params in REAL_PARAMETERS.items():
+        (path,) = (ROOT / "notebooks").glob(f"{key}_*.ipynb")
+        params = params if key == "06" else {"MODEL_NAME": REAL, **params}
+        default, one = run(path, None, params), run(path, 1, params)
+        print(f"{path.name} on {REAL}: {default:.0f} s (default threads), {one:.0f} s (1 thread)")
+        shown = ", ".join(f"`{k}={v!r}`" for k, v in params.items() if k != "MODEL_NAME") or "its own"
+        rows.append([f"`{path.stem}`", shown, f"{default:.0f}", f"{one:.0f}"])
+    body = f"""## The notebooks on the real model (`python bench/bench_notebooks.py --real-model`)
+
+Machine: {C.machine_line(info)}
+
+As above, with `MODEL_NAME = "{REAL}"` and the parameters `tests/test_real_model.py` uses (notebook 6 runs on
+it by default). Notebooks 4 and 5 are not timed here: see the README.
+
+{C.table(["notebook", "parameters", "s, default threads", "s, 1 thread"], rows)}
+"""
+    C.write_section("bench_notebooks_real", body)
 
 
 if __name__ == "__main__":
