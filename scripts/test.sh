@@ -69,7 +69,8 @@ course_job() {
     "$COURSE_VENV/bin/python" -m pip install --quiet "pytest>=8" "nbval>=0.11"
   touch "$COURSE_VENV/.sftviz-setup-done"  # tests/test_user_paths.py waits for this
   echo "[sftviz] strict nbval in $COURSE_VENV with ATEN_CPU_CAPABILITY=default"
-  ATEN_CPU_CAPABILITY=default "$COURSE_VENV/bin/python" -m pytest -p no:cacheprovider notebooks "${NBVAL[@]}"
+  ATEN_CPU_CAPABILITY=default "$COURSE_VENV/bin/python" -m pytest -p no:cacheprovider notebooks "${NBVAL[@]}" \
+    --durations=10
 }
 # After it, in the same background job: the lowest versions pyproject.toml admits. transformers, TRL,
 # ipywidgets and anywidget at their declared floors (with the same torch), in .venv-lowest, made afresh
@@ -94,7 +95,7 @@ lowest_job() {
   echo "[sftviz] unit tests in $LOWEST_VENV: $("$LOWEST_VENV/bin/python" scripts/floors.py --installed transformers trl ipywidgets anywidget torch)"
   "$LOWEST_VENV/bin/python" -m pytest -p no:cacheprovider -q tests sftviz -m "not browser" \
     --ignore=tests/browser --ignore=tests/test_user_paths.py --ignore=tests/test_instructor.py \
-    --ignore=tests/test_real_model.py
+    --ignore=tests/test_real_model.py --durations=10
 }
 course_log="$(mktemp)"
 echo "[sftviz] background: set up $COURSE_VENV, then strict nbval there with portable kernels; then the lowest versions in $LOWEST_VENV (log: $course_log)"
@@ -120,7 +121,7 @@ echo "[sftviz] running pytest on tests, the package's doctests and the notebooks
 # for real, with another CPU's kernels.
 run_cache="$(mktemp -d)"
 SFTVIZ_COURSE_VENV="$COURSE_VENV" SFTVIZ_IPYWIDGETS7="$IPYW7" SFTVIZ_RUN_CACHE="$run_cache" \
-  "$VENV/bin/python" -m pytest tests sftviz notebooks "${NBVAL[@]}" || status=$?
+  "$VENV/bin/python" -m pytest tests sftviz notebooks "${NBVAL[@]}" --durations=40 || status=$?
 rm -rf "$run_cache"
 
 course_status=0
