@@ -85,8 +85,8 @@ sections stay as they are).
 
 | script | section | what it measures |
 |---|---|---|
-| `bench/bench_train.py` | training throughput | sv.finetune vs bare PyTorch loop vs HF Trainer vs TRL SFTTrainer, sftviz-tiny and GPT-2-small-sized |
-| `bench/bench_head.py` | supervised-only head | step time and peak memory vs full logits at prompt fractions 0.25-0.9 |
+| `bench/bench_train.py` | training throughput | sv.finetune vs bare PyTorch loop vs HF Trainer vs TRL SFTTrainer, sftviz-tiny and GPT-2-small-sized (`--real-model`: SmolLM2-135M-Instruct) |
+| `bench/bench_head.py` | supervised-only head | step time and peak memory vs full logits at prompt fractions 0.25-0.9 (`--real-model`: at SmolLM2's 49,152-word vocabulary) |
 | `bench/lesson.py` | the lesson | masking on/off/weighted from the same start: prompt NLL, completion NLL, exact match |
 | `bench/faults_demo.py` | faults | what each injected bug does to the curves and answers |
 | `bench/bench_views.py` | views | scoring + rendering one 64-token example, against a 50 ms target |
@@ -96,6 +96,7 @@ sections stay as they are).
 | `bench/bench_notebooks.py` | notebooks | each course notebook run top to bottom, default threads and one thread, against its time target |
 | `bench/bench_autograde.py` | autograding | nbgrader autograde of a class of the whole course, with the run cache vs without |
 | `bench/bench_real_model.py` | the real model | `sv.load_model("smollm2-135m-instruct")` offline in a fresh process vs sftviz-tiny, against a 3 s target |
+| `bench/bench_gpu.py` | notebook 4 on a GPU | notebook 4's experiment on both models: steps/s, peak memory, speed-up per step vs this machine's CPU |
 
 Timing on a shared machine: wall-clock figures (the default) are what a learner sees on 2 cores, but
 they move with other processes' load; `--threads 1 --clock cpu` measures process CPU time on one
@@ -107,8 +108,12 @@ where both were run.
 ORDER = (
     "bench_train",
     "bench_train_1thread",
+    "bench_train_real",
+    "bench_train_real_1thread",
     "bench_head",
     "bench_head_1thread",
+    "bench_head_real",
+    "bench_head_real_1thread",
     "lesson",
     "faults_demo",
     "bench_views",
@@ -116,8 +121,10 @@ ORDER = (
     "bench_hf_loss",
     "bench_batched",
     "bench_notebooks",
+    "bench_notebooks_real",
     "bench_autograde",
     "bench_real_model",
+    "bench_gpu",
 )
 _SECTION = re.compile(r"<!-- ([\w.-]+):begin -->.*?<!-- \1:end -->", re.S)
 

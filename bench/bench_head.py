@@ -169,6 +169,12 @@ def main():
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    ap.add_argument(
+        "--real-model",
+        action="store_true",
+        help="SmolLM2-135M-Instruct's real weights (vocabulary 49,152; python -m sftviz.models install) instead of "
+        "the random GPT-2-small-sized model; writes its own section",
+    )
     a = ap.parse_args()
     global CLOCK
     if a.threads:
@@ -180,7 +186,19 @@ def main():
     info = C.machine()
     info["clock"] = "process CPU time" if a.clock == "cpu" else "wall"
     print(C.machine_line(info))
-    model = gpt2_small()
+    if a.real_model:
+        from sftviz.modeling import load_model
+
+        model, _ = load_model("smollm2-135m-instruct", device="cpu")
+        described = (
+            f"SmolLM2-135M-Instruct (its real weights, {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
+            f"parameters, vocabulary {model.config.vocab_size:,}, dropout off)"
+        )
+    else:
+        model = gpt2_small()
+        described = (
+            f"GPT-2-small-sized model (random init, 124M parameters, vocabulary {model.config.vocab_size}, dropout off)"
+        )
     model.train()
     for mod in model.modules():  # dropout off: both paths then compute exactly the same loss
         if isinstance(mod, torch.nn.Dropout):
@@ -234,13 +252,14 @@ def main():
         print(rows[-1], flush=True)
     lines = [
         "## Supervised-only head vs full logits (`python bench/bench_head.py"
+        + (" --real-model" if a.real_model else "")
         + (f" --threads {a.threads}" if a.threads else "")
         + (" --clock cpu" if a.clock == "cpu" else "")
         + "`)",
         "",
         f"Machine: {C.machine_line(info)}",
         "",
-        f"GPT-2-small-sized model (random init, 124M parameters, vocabulary {vocab}, dropout off), batch {a.batch} x "
+        f"{described}, batch {a.batch} x "
         f"{a.length} tokens of synthetic ids, completion-only labels, CPU fp32. Loss only: forward + backward of "
         "`sv.supervised_head_loss` vs `sv.sft_loss(model(...).logits)`, median of "
         f"{reps} interleaved repeats. Finetune step: median time of a `sv.finetune` step (forward, backward, per-step "
@@ -283,7 +302,8 @@ def main():
     text = "\n".join(lines)
     print(text)
     if not a.quick:
-        C.write_section("bench_head_1thread" if (a.threads == 1 and a.clock == "cpu") else "bench_head", text)
+        section = "bench_head" + ("_real" if a.real_model else "")
+        C.write_section(section + ("_1thread" if (a.threads == 1 and a.clock == "cpu") else ""), text)
         print(f"\nwrote {C.RESULTS}")
 
 

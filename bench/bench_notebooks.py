@@ -8,10 +8,10 @@ on 2 idle cores; every other notebook within 90 s.
 
     python bench/bench_notebooks.py             # writes its section of bench/RESULTS.md
     python bench/bench_notebooks.py --only 04   # one notebook, no RESULTS.md
-    python bench/bench_notebooks.py --real-model  # notebooks 1-3 with MODEL_NAME = SmolLM2, and notebook 6
+    python bench/bench_notebooks.py --real-model  # notebooks 1-5 with MODEL_NAME = SmolLM2, and notebook 6
 
-With ``--real-model`` (SmolLM2-135M-Instruct installed: ``python -m sftviz.models install``) the notebooks that
-run on it in CI (``tests/test_real_model.py``) are timed with the same parameters, and notebook 6 as it is;
+With ``--real-model`` (SmolLM2-135M-Instruct installed: ``python -m sftviz.models install``) every notebook is
+timed on it with ``sftviz.models.QUICK_NOTEBOOK_PARAMETERS`` (what ``tests/test_real_model.py`` uses; notebook 6 as it is);
 the targets do not apply (a real model is about 100 times the bundled one's work per token).
 """
 
@@ -32,9 +32,7 @@ TARGETS = {"04": 60.0}  # seconds, on 2 idle cores with the default threads
 DEFAULT_TARGET = 90.0
 
 
-# The parameters tests/test_real_model.py runs each notebook with on the real model (notebook 6: its own).
 REAL = "smollm2-135m-instruct"
-REAL_PARAMETERS = {"01": {"PROBE_ROWS": 12}, "02": {}, "03": {"BATCH_SIZE": 4}, "06": {}}
 
 
 def with_parameters(path: Path, params: dict, out: Path) -> Path:
@@ -110,7 +108,9 @@ Targets (default threads, idle machine): {"; ".join(verdicts)}.
 def real_model() -> None:
     info = C.machine()
     rows = []
-    for key, params in REAL_PARAMETERS.items():
+    from sftviz.models import QUICK_NOTEBOOK_PARAMETERS  # what tests/test_real_model.py runs them with
+
+    for key, params in QUICK_NOTEBOOK_PARAMETERS.items():
         (path,) = (ROOT / "notebooks").glob(f"{key}_*.ipynb")
         params = params if key == "06" else {"MODEL_NAME": REAL, **params}
         default, one = run(path, None, params), run(path, 1, params)
@@ -121,8 +121,9 @@ def real_model() -> None:
 
 Machine: {C.machine_line(info)}
 
-As above, with `MODEL_NAME = "{REAL}"` and the parameters `tests/test_real_model.py` uses (notebook 6 runs on
-it by default). Notebooks 4 and 5 are not timed here: see the README.
+As above, with `MODEL_NAME = "{REAL}"` and `sftviz.models.QUICK_NOTEBOOK_PARAMETERS` (what `tests/test_real_model.py`
+runs them with; notebook 6 runs on it by default). No target applies: the real model does about 100 times the
+bundled one's work per token, so notebooks 4 and 5 run a few steps on one seed and a few held-out rows.
 
 {C.table(["notebook", "parameters", "s, default threads", "s, 1 thread"], rows)}
 """

@@ -262,6 +262,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer steps and rounds; do not write RESULTS.md")
     ap.add_argument("--skip-gpt2", action="store_true", help="only sftviz-tiny")
+    ap.add_argument(
+        "--real-model",
+        action="store_true",
+        help="SmolLM2-135M-Instruct, its real weights and tokenizer (python -m sftviz.models install), "
+        "instead of the two default models; writes its own section",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument(
         "--clock",
@@ -280,18 +286,29 @@ def main():
     print(C.machine_line(info))
     tok_model, tok = load_model(device="cpu")
     rows = load_dataset("support", split="train")
-    configs = [("sftviz-tiny", tok_model, 20 if a.quick else 60, 16, 5, 1 if a.quick else 3)]
-    if not a.skip_gpt2:
+    configs = [("sftviz-tiny", tok_model, tok, 20 if a.quick else 60, 16, 5, 1 if a.quick else 3)]
+    if a.real_model:
+        real, real_tok = load_model("smollm2-135m-instruct", device="cpu")
+        name = f"SmolLM2-135M-Instruct (real weights and tokenizer, vocabulary {len(real_tok):,})"
+        configs = [(name, real, real_tok, 4 if a.quick else 8, 4, 2, 1 if a.quick else 2)]
+    elif not a.skip_gpt2:
         configs.append(
-            ("GPT-2-small-sized (random init, 124M)", gpt2_small(), 4 if a.quick else 8, 4, 2, 1 if a.quick else 2)
+            ("GPT-2-small-sized (random init, 124M)", gpt2_small(), tok, 4 if a.quick else 8, 4, 2, 1 if a.quick else 2)
         )
     results = {}
-    for name, model, steps, batch, warmup, rounds in configs:
+    for name, model, model_tok, steps, batch, warmup, rounds in configs:
         print(f"{name}: {steps} steps at batch {batch}, first {warmup} left out, {rounds} round(s)", flush=True)
-        results[name] = (measure(name, model, tok, rows, steps, batch, warmup, rounds), steps, batch, warmup, rounds)
+        results[name] = (
+            measure(name, model, model_tok, rows, steps, batch, warmup, rounds),
+            steps,
+            batch,
+            warmup,
+            rounds,
+        )
 
     cmd = (
         "python bench/bench_train.py"
+        + (" --real-model" if a.real_model else "")
         + (f" --threads {a.threads}" if a.threads else "")
         + (" --clock cpu" if a.clock == "cpu" else "")
     )
@@ -355,7 +372,8 @@ def main():
     print()
     print(text)
     if not a.quick:
-        C.write_section("bench_train_1thread" if (a.threads == 1 and a.clock == "cpu") else "bench_train", text)
+        section = "bench_train" + ("_real" if a.real_model else "")
+        C.write_section(section + ("_1thread" if (a.threads == 1 and a.clock == "cpu") else ""), text)
         print(f"\nwrote {C.RESULTS}")
 
 

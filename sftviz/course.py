@@ -196,8 +196,8 @@ def build_diagnosis_case(
     rows, eval_rows = sv.load_splits(p["DATASET"], eval_fraction=p.get("EVAL_FRACTION"))
     return write_case(
         case_dir, key_file, model, tok, rows, list(p["SUSPECTS"]), rows[0], key=key, steps=p["STEPS"],
-        eval_data=eval_rows, eval_examples=p.get("EVAL_EXAMPLES", 8), eval_every=None,
-        batch_size=p["BATCH_SIZE"], grad_accum=p["GRAD_ACCUM"], progress=progress,
+        eval_data=eval_rows[: p.get("EVAL_ROWS")], eval_examples=p.get("EVAL_EXAMPLES", 8), eval_every=None,
+        batch_size=p["BATCH_SIZE"], grad_accum=p["GRAD_ACCUM"], lr=p.get("LR", 1e-3), progress=progress,
     )  # fmt: skip
 
 

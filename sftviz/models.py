@@ -77,6 +77,21 @@ REAL_MODELS = {
 }
 
 
+#: Parameters (besides ``MODEL_NAME``) that run each course notebook on SmolLM2 in minutes on a 2-core CPU:
+#: fewer probe questions, smaller batches, one dataset and one seed, a few steps on a few held-out rows,
+#: and a learning rate for a model of its size. Notebook 6 runs on it as it is. Short runs show less: the
+#: notebooks say which of their claims the runs support. ``tests/test_real_model.py`` and
+#: ``bench/bench_notebooks.py --real-model`` run the notebooks with these.
+QUICK_NOTEBOOK_PARAMETERS = {
+    "01": {"PROBE_ROWS": 12},
+    "02": {},
+    "03": {"BATCH_SIZE": 4},
+    "04": {"DATASETS": ["support"], "SEEDS": [0], "STEPS": 2, "BATCH_SIZE": 2, "LR": 2e-5, "EVAL_ROWS": 4},
+    "05": {"STEPS": 2, "BATCH_SIZE": 2, "GRAD_ACCUM": 2, "LR": 2e-5, "EVAL_ROWS": 4, "EVAL_EXAMPLES": 2},
+    "06": {},
+}
+
+
 def _spec(name: str) -> RealModel:
     if not isinstance(name, str):
         raise TypeError(f"name must be a string such as 'smollm2-135m-instruct'; got {type(name).__name__}.")

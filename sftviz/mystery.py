@@ -294,7 +294,7 @@ def curve_ends(run: Run) -> dict[str, float]:
     """What a run's curves show, from its training history alone (no labels, no answers).
 
     ``prompt_nll`` and ``completion_nll``: their means over the last 10 steps (measured with the true
-    next tokens); ``objective_gap``: the mean over all steps of ``|objective - completion NLL| /
+    next tokens; ``tail_steps`` says over how many, fewer for a shorter run); ``objective_gap``: the mean over all steps of ``|objective - completion NLL| /
     completion NLL``, which is 0 for a healthy completion-only run (its objective *is* the completion NLL
     of the batch).
     """
@@ -309,6 +309,7 @@ def curve_ends(run: Run) -> dict[str, float]:
         "prompt_nll": _tail_mean([r.prompt_nll for r in run.history]),
         "completion_nll": _tail_mean([r.completion_nll for r in run.history]),
         "objective_gap": sum(gaps) / len(gaps) if gaps else float("nan"),
+        "tail_steps": min(10, len(run.history)),
     }
 
 
@@ -338,6 +339,7 @@ def evidence(run: Run, tok: Any, row: dict) -> dict[str, Any]:
         "objective_gap": ends["objective_gap"],
         "completion_nll_end": ends["completion_nll"],
         "prompt_nll_end": ends["prompt_nll"],
+        "tail_steps": ends["tail_steps"],
         "exact_match": last.get("exact_match"),
         "stop_rate": last.get("stop_rate"),
         "length_ratio": last.get("length_ratio"),
@@ -361,7 +363,7 @@ def clues(run: Run, healthy: Run, tok: Any, row: dict) -> list[str]:
         f"average (healthy: {h['objective_gap']:.1%})"
     )
     out.append(
-        f"completion NLL over the last 10 steps: {e['completion_nll_end']:.2f} nats (healthy: "
+        f"completion NLL over the last {e['tail_steps']} steps: {e['completion_nll_end']:.2f} nats (healthy: "
         f"{h['completion_nll_end']:.2f}); prompt NLL: {e['prompt_nll_end']:.2f} (healthy: {h['prompt_nll_end']:.2f})"
     )
     if e["exact_match"] is not None and h["exact_match"] is not None:
@@ -404,11 +406,15 @@ HALLMARKS = {
 }
 
 
-def confirm_hallmarks(healthy: Run, mysteries: dict[str, Run], tok: Any, row: dict) -> list[str]:
+def confirm_hallmarks(
+    healthy: Run, mysteries: dict[str, Run], tok: Any, row: dict, *, strict: bool = True
+) -> list[str]:
     """Check that each mystery run shows what its (hidden) bug is known for (:data:`HALLMARKS`).
 
-    Returns one line per run that says so, without naming the bug; raises ``AssertionError`` naming the run
-    and the hallmark that did not show. The healthy run must have its objective equal to its completion
+    Returns one line per run that says so, without naming the bug. A run whose hallmark did not show raises
+    ``AssertionError`` naming the run and the hallmark (``strict=True``, what :func:`write_case` uses), or,
+    with ``strict=False`` (what notebook 5 uses), gets a line that says so and what to change: short runs on
+    a large model may not have trained far enough to show them. The healthy run must have its objective equal to its completion
     NLL and correct labels. Bugs without a hallmark here are skipped (and say so). For a graded case in a
     student's kernel, where nothing knows the bugs, the lines say that :func:`write_case` checked them
     when the instructor built the case.
@@ -426,7 +432,13 @@ def confirm_hallmarks(healthy: Run, mysteries: dict[str, Run], tok: Any, row: di
             lines.append(f"run {letter}: no hallmark is defined for its bug; not checked")
             continue
         what, holds = HALLMARKS[fault]
-        if not holds(evidence(run, tok, row), ok):
+        if holds(evidence(run, tok, row), ok):
+            lines.append(f"run {letter}: the hallmark of its bug shows")
+        elif strict:
             raise AssertionError(f"run {letter} does not show the hallmark of its bug: {what}.")
-        lines.append(f"run {letter}: the hallmark of its bug shows")
+        else:
+            lines.append(
+                f"run {letter}: the hallmark of its bug does NOT show on these runs (it would be: {what}), so its "
+                "curves may not tell its bug apart: train longer (raise STEPS) before you diagnose it"
+            )
     return lines

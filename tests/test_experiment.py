@@ -249,6 +249,12 @@ def test_masking_experiment_runs_equal_their_serial_runs(bundled, capsys):
     assert run.evals[-1].cond_logprob_per_token == serial.evals[-1].cond_logprob_per_token
     assert exp.runs[("completion", 0)].history[0].loss != exp.runs[("completion", 5)].history[0].loss
     assert exp.prompt_grad_share("completion") == 0.0 and 0 < exp.prompt_loss_share(0.1) < 1
+    # the records stay; each run's trained model and optimiser state were dropped when it finished
+    assert all(r.model is None and r.state is None for r in exp.runs.values())
+    kept = sv.masking_experiment(model, tok, rows, rows[:4], ("completion",), seeds=(0,), progress=False,
+                                 keep_models=True, **kw)  # fmt: skip
+    assert kept.runs[("completion", 0)].model is not None
+    assert kept.runs[("completion", 0)].history[-1].loss == exp.runs[("completion", 0)].history[-1].loss
 
 
 def test_a_stopped_experiment_keeps_its_runs_and_starts_no_more(bundled):
@@ -342,6 +348,7 @@ def test_per_example_log_probs_are_each_examples_own_mean(tiny_model, gpt2_tok_p
         (dict(seeds="01"), TypeError, "list of integers"),
         (dict(seeds=(0, 1.5)), TypeError, "integers"),
         (dict(eval_data=None), ValueError, "pass eval_data"),
+        (dict(keep_models="no"), TypeError, "keep_models must be True or False"),
     ],
 )
 def test_masking_experiment_bad_input(bundled, kw, err, match):

@@ -61,6 +61,12 @@ def test_confirm_hallmarks_passes_and_fails_by_the_numbers(gpt2_tok_padded):
     assert "eos" not in " ".join(lines)  # the lines do not name the bug
     with pytest.raises(AssertionError, match="run B does not show"):
         exercises.confirm_hallmarks(healthy, {"B": _run("accum_mean_of_means")}, gpt2_tok_padded, ROW)
+    # strict=False (notebook 5): the same run is named, with what to change, and nothing stops
+    (line,) = exercises.confirm_hallmarks(
+        healthy, {"B": _run("accum_mean_of_means")}, gpt2_tok_padded, ROW, strict=False
+    )
+    assert line.startswith("run B: the hallmark of its bug does NOT show") and "raise STEPS" in line
+    assert "accum" not in line
     with pytest.raises(AssertionError, match="healthy run"):
         exercises.confirm_hallmarks(_run(loss=0.2), good, gpt2_tok_padded, ROW)
     other = exercises.confirm_hallmarks(healthy, {"C": _run("per_sequence_mean")}, gpt2_tok_padded, ROW)

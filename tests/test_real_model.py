@@ -198,21 +198,24 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # in use (world capitals it knows, the made-up shop it does not), its seam search and control-token check
 # work with the real tokenizer, and the supervised head is measured at the real vocabulary.
 ON_THE_REAL_MODEL = {
-    "01": (
-        {"PROBE_ROWS": 12},
-        ["world capitals: above chance in both forms", "the shop's facts: at chance in both forms"],
-    ),
-    "02": ({}, ["separately:", "parse_special_tokens=False: 6 control tokens", "'<|im_end|>\\n<|im_start|>user\\n'"]),
-    "03": ({"BATCH_SIZE": 4}, ["same gradients: True", "the output layer (49,152 words x 576 dimensions)"]),
+    "01": ["world capitals: above chance in both forms", "the shop's facts: at chance in both forms"],
+    "02": ["separately:", "parse_special_tokens=False: 6 control tokens", "'<|im_end|>\\n<|im_start|>user\\n'"],
+    "03": ["same gradients: True", "the output layer (49,152 words x 576 dimensions)"],
+    # Notebooks 4 and 5 with a few steps: they run through and say what such short runs cannot show.
+    "04": ["support: 3 runs in", "2 steps are too few points to say how flat", "random start: held-out exact match"],
+    "05": ["runs trained here (self-study)", "completion NLL over the last 2 steps", "run D: the hallmark of its bug"],
 }
 
 
 @needs_model
 @pytest.mark.parametrize("number", sorted(ON_THE_REAL_MODEL))
 def test_notebook_runs_on_the_real_model(number, tmp_path):
-    """Notebooks 1-3 top to bottom on SmolLM2 with MODEL_NAME (and a batch size) as the only change."""
+    """Notebooks 1-5 top to bottom on SmolLM2 with MODEL_NAME and the notebook's own parameters (fewer
+    probes, steps, seeds, rows; sftviz.models.QUICK_NOTEBOOK_PARAMETERS) as the only change."""
     pm = pytest.importorskip("papermill")
-    params, expected = ON_THE_REAL_MODEL[number]
+    from sftviz.models import QUICK_NOTEBOOK_PARAMETERS
+
+    params, expected = QUICK_NOTEBOOK_PARAMETERS[number], ON_THE_REAL_MODEL[number]
     (src,) = NOTEBOOKS.glob(f"{number}_*.ipynb")
     out = tmp_path / src.name
     pm.execute_notebook(

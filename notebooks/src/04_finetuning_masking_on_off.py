@@ -54,6 +54,7 @@ except ImportError:
 MODEL_NAME = "sftviz-tiny"
 DATASETS = ("support", "explain")  # bundled names or JSONL paths; the first is the one the exercises use
 EVAL_FRACTION = None  # for a JSONL file without its own split: the share of its rows to hold out, e.g. 0.2
+EVAL_ROWS = None  # held-out rows each run answers: None for all of them (a few are quicker on a real model)
 MASKINGS = ("completion", "full", 0.1)
 SEEDS = (0, 1, 2)  # one seed works, but cannot show the seed-to-seed spread
 STEPS = 50  # per run: a short budget (see "How far did the runs get?" below)
@@ -73,6 +74,7 @@ model, tok = sv.load_model(MODEL_NAME)
 
 names = [name if name in sv.datasets.BUNDLED_DATASETS else Path(name).stem for name in DATASETS]
 data = {n: sv.load_splits(d, eval_fraction=EVAL_FRACTION) for n, d in zip(names, DATASETS)}  # (train, held out)
+data = {n: (train_rows, eval_rows[:EVAL_ROWS]) for n, (train_rows, eval_rows) in data.items()}
 
 
 def shape_of(rows):
@@ -213,9 +215,14 @@ for name, exp in experiments.items():
         k = max(1, len(nll) // 5)
         whole, last = nll[0] - sum(nll[-k:]) / k, sum(nll[-2 * k:-k]) / k - sum(nll[-k:]) / k
         slopes.append(abs(last) / whole if whole > 0 else float("nan"))
-    print(f"{name}: each run saw {rows_seen} rows ({rows_seen / len(data[name][0]):.1f} passes over the training "
-          f"set); between the last two fifths of the steps the completion-only training NLL moved by at most "
-          f"{max(slopes):.0%} of its fall over the whole run.")
+    seen = f"{name}: each run saw {rows_seen} rows ({rows_seen / len(data[name][0]):.1f} passes over the training set)"
+    if STEPS < 10:
+        print(f"{seen}; {STEPS} steps are too few points to say how flat the training curves are at the end.")
+    elif any(x != x for x in slopes):  # nan: a completion-only curve that ended no lower than it started
+        print(f"{seen}; on some seed the completion-only training NLL ended no lower than it started.")
+    else:
+        print(f"{seen}; between the last two fifths of the steps the completion-only training NLL moved by at most "
+              f"{max(slopes):.0%} of its fall over the whole run.")
 print("So the comparison below is made after a short budget. The runs are not trained to convergence, and longer "
       "training could rank the maskings differently: this notebook does not measure that. (For scale, the bundled "
       "model's card reports 39 of 40 held-out answers right after 300 completion-only steps at batch 16.)")

@@ -47,7 +47,9 @@ MYSTERY_KEY = 0  # self-study only: decides which bug goes into which run
 SUSPECTS = ("eos_masked", "prompt_trained", "shifted_labels", "accum_mean_of_means")
 BATCH_SIZE = 8  # examples per micro-batch
 GRAD_ACCUM = 2  # micro-batches per step (a step sees 16 examples)
-EVAL_EXAMPLES = 8  # held-out questions each run answers at the end
+LR = 1e-3  # the bundled model's rate; about 2e-5 for a real model such as SmolLM2
+EVAL_ROWS = None  # held-out rows each run is scored on: None for all of them (a few are quicker on a real model)
+EVAL_EXAMPLES = 8  # of those, the questions each run answers at the end
 # A graded class gets its runs from the instructor, in this folder beside the notebook (built by
 # `python -m sftviz.course nbgrader`, with a secret key). Without the folder, the runs are trained here
 # for self-study: the checks then know the answers, and so could you, if you went looking.
@@ -64,6 +66,7 @@ for name, what in FAULTS.items():
 # %%
 model, tok = sv.load_model(MODEL_NAME)
 train_rows, eval_rows = sv.load_splits(DATASET, eval_fraction=EVAL_FRACTION)
+eval_rows = eval_rows[:EVAL_ROWS]
 
 # %% [markdown]
 # ## The runs
@@ -77,7 +80,7 @@ train_rows, eval_rows = sv.load_splits(DATASET, eval_fraction=EVAL_FRACTION)
 # %% tags=["nbval-ignore-output"]
 healthy, mysteries = exercises.mystery_runs(
     model, tok, train_rows, SUSPECTS, steps=STEPS, seed=SEED, key=MYSTERY_KEY, case=MYSTERY_CASE, eval_data=eval_rows,
-    eval_examples=EVAL_EXAMPLES, eval_every=None, batch_size=BATCH_SIZE, grad_accum=GRAD_ACCUM,
+    eval_examples=EVAL_EXAMPLES, eval_every=None, batch_size=BATCH_SIZE, grad_accum=GRAD_ACCUM, lr=LR,
 )
 print("runs from your instructor's case" if healthy.case else "runs trained here (self-study)")
 for name, run in mysteries.items():
@@ -209,12 +212,13 @@ for letter, run in mysteries.items():
 #   the healthy run's, but the objective is no longer the completion NLL of the batch: only the averaging
 #   can be wrong.
 #
-# `exercises.confirm_hallmarks` checks each of these, with thresholds, on the runs above (it stops with an
-# error naming the run if one does not show), without naming which bug is where. For a graded case it was
-# checked when your instructor built the case (here nothing knows the bugs).
+# `exercises.confirm_hallmarks` checks each of these, with thresholds, on the runs above, without naming
+# which bug is where; a run whose hallmark does not show is named, with what to change (short runs on a
+# large model may not get that far). For a graded case it was checked when your instructor built the
+# case (here nothing knows the bugs).
 
 # %%
-for line in exercises.confirm_hallmarks(healthy, mysteries, tok, train_rows[0]):
+for line in exercises.confirm_hallmarks(healthy, mysteries, tok, train_rows[0], strict=False):
     print(line)
 
 # %% [markdown]

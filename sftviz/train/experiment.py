@@ -387,6 +387,7 @@ def masking_experiment(
     *,
     dataset: str = "",
     progress: bool = True,
+    keep_models: bool = False,
     **kw: Any,
 ) -> Experiment:
     """Fine-tune under every masking with every seed (all from ``model``'s weights) and collect the runs.
@@ -399,6 +400,10 @@ def masking_experiment(
             as "1 seed, no spread"), and :meth:`Experiment.verdict` still tests the maskings against
             each other on the held-out examples, but cannot say how much another seed would change.
         dataset: a label for tables and plots. progress: one progress bar over all the runs.
+        keep_models: False (the default) keeps each run's record only: its trained model and training state
+            are dropped as soon as it finishes (``run.model`` is None), so that memory holds one copy of the
+            model at a time, not one per run (on a 135M-parameter model with its AdamW state, about 1.6 GB
+            per run). True keeps them, e.g. to continue a run.
         **kw: passed to :func:`sftviz.finetune` (``steps``, ``batch_size``, ``lr``, ...). The gradient
             share is measured every 25 steps unless ``grad_share_every`` says otherwise.
 
@@ -429,7 +434,9 @@ def masking_experiment(
     exp = Experiment(maskings=[check_masking(m) for m in maskings], seeds=seeds, dataset=dataset)
     bar = runs_progress(len(seeds) * len(exp.maskings), f"masking experiment {dataset}".strip()) if progress else None
     for seed in seeds:
-        runs = compare_masking(model, tok, data, maskings, seed=seed, eval_data=eval_data, **kw)
+        runs = compare_masking(
+            model, tok, data, maskings, seed=seed, eval_data=eval_data, keep_models=keep_models, **kw
+        )
         for m, run in runs.items():
             run.name = f"{masking_words(m)}, seed {seed}"
             exp.runs[(m, seed)] = run
