@@ -295,6 +295,12 @@ def main():
         configs.append(
             ("GPT-2-small-sized (random init, 124M)", gpt2_small(), tok, 4 if a.quick else 8, 4, 2, 1 if a.quick else 2)
         )
+    from sftviz.train.engine import cpu_bf16
+
+    skipped_bf16 = a.real_model and cpu_bf16() is False
+    if skipped_bf16:  # emulated bf16: about ten times fp32's step, which on the real model is minutes per run
+        for m in [m for m in METHODS if "bf16" in m]:
+            del METHODS[m]
     results = {}
     for name, model, model_tok, steps, batch, warmup, rounds in configs:
         print(f"{name}: {steps} steps at batch {batch}, first {warmup} left out, {rounds} round(s)", flush=True)
@@ -320,12 +326,17 @@ def main():
         "time per step divided by sv.finetune's (above 1: sv.finetune is faster). TRL runs with "
         "`gradient_checkpointing=False, bf16=False`: its defaults are True for both (checkpointing recomputes the forward "
         "pass; bf16 autocast is used even on a CPU that supports it), which would compare a different computation. "
-        f"The last {len(REFERENCE_ONLY)} rows are for reference only (not part of the targets): TRL with those defaults; "
+        f"The last {len(REFERENCE_ONLY & set(METHODS))} rows are for reference only (not part of the targets): TRL with those defaults; "
         "sv.finetune with `precision='bf16'` (bf16 autocast on the CPU, an option; the default on the CPU is fp32); sv.finetune "
         "with `SFTVIZ_NO_MALLOPT=1`; and sv.finetune with `head='full'`. By default (`head='auto'`) sv.finetune applies the "
         "output layer only where a trained token is predicted (the same loss and gradients); the other methods compute full "
         "logits, so the `head='full'` row shows the engine's own overhead against the bare loop. On the CPU, sv.finetune keeps freed buffers above 32 MiB in the heap for the length of a run (glibc `mallopt`, restored afterwards), which saves page faults on the GPT-2-small-sized model; the other methods run with the allocator's defaults (`SFTVIZ_NO_MALLOPT=1` switches it off)."
     )
+    if skipped_bf16:
+        lines[-1] += (
+            " Here the two bf16 rows are left out: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 "
+            "autocast is emulated, about ten times slower than fp32."
+        )
     verdicts = []
     for name, (res, steps, batch, warmup, rounds) in results.items():
         sv = res["sv.finetune"]

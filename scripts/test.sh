@@ -13,8 +13,9 @@
 #      scripts/course.sh installs it, plus pytest and nbval) with PyTorch's portable kernels
 #      (ATEN_CPU_CAPABILITY=default), i.e. another CPU's float32 rounding; then the unit tests with the
 #      lowest transformers, TRL, ipywidgets and anywidget that pyproject.toml admits (.venv-lowest);
-#      then the tests of step 1 listed in SHARED_TESTS (the nbgrader cycle, notebook 5 on the real model), in the test environment
-#      with the same run cache, so that the two cores finish at about the same time.
+#      then the tests of step 1 listed in SHARED_TESTS (the nbgrader cycle, notebook 5 on the real
+#      model), in the test environment with the same run cache, so that both cores finish at about the
+#      same time.
 # The first run installs (network needed); later runs with pyproject.toml unchanged install nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -100,8 +101,9 @@ lowest_job() {
     --ignore=tests/test_real_model.py --durations=10
 }
 # Last in the background: tests of the main run that take long and need nothing the main run does
-# after them (notebook 5 on the real model; the nbgrader cycle reads notebook 4's runs from the session's run cache, which the browser
-# tests fill at the start of the main run; if they are not there yet, it trains them itself).
+# after them (notebook 5 on the real model; the nbgrader cycle, which reads notebook 4's runs from the
+# session's run cache: the browser tests fill it at the start of the main run, and if they are not
+# there yet, it trains them itself).
 SHARED_TESTS=(
   tests/test_instructor.py::test_nbgrader_cycle_grades_a_class
   "tests/test_real_model.py::test_notebook_runs_on_the_real_model[05]"

@@ -62,7 +62,8 @@ CURVE_SIGNS = {
 def _curve_line(letter: str, e: dict, ok: dict) -> str:
     return (
         f"run {letter} ends with prompt NLL {e['prompt_nll']:.2f} and completion NLL {e['completion_nll']:.2f} "
-        f"nats (last {e.get('tail_steps', 10)} steps), and its objective is {e['objective_gap']:.1%} off the completion NLL on average "
+        f"nats (last {e.get('tail_steps', 10)} steps), and its objective is {e['objective_gap']:.1%} off the "
+        "completion NLL on average "
         f"(healthy run: {ok['prompt_nll']:.2f}, {ok['completion_nll']:.2f} and {ok['objective_gap']:.1%})"
     )
 

@@ -294,9 +294,9 @@ def curve_ends(run: Run) -> dict[str, float]:
     """What a run's curves show, from its training history alone (no labels, no answers).
 
     ``prompt_nll`` and ``completion_nll``: their means over the last 10 steps (measured with the true
-    next tokens; ``tail_steps`` says over how many, fewer for a shorter run); ``objective_gap``: the mean over all steps of ``|objective - completion NLL| /
-    completion NLL``, which is 0 for a healthy completion-only run (its objective *is* the completion NLL
-    of the batch).
+    next tokens; ``tail_steps`` says over how many, fewer for a shorter run); ``objective_gap``: the mean
+    over all steps of ``|objective - completion NLL| / completion NLL``, which is 0 for a healthy
+    completion-only run (its objective *is* the completion NLL of the batch).
     """
     if not getattr(run, "history", None):
         raise ValueError("curve_ends needs a run with a training history (from mystery_runs or sv.finetune).")
@@ -413,9 +413,9 @@ def confirm_hallmarks(
 
     Returns one line per run that says so, without naming the bug. A run whose hallmark did not show raises
     ``AssertionError`` naming the run and the hallmark (``strict=True``, what :func:`write_case` uses), or,
-    with ``strict=False`` (what notebook 5 uses), gets a line that says so and what to change: short runs on
-    a large model may not have trained far enough to show them. The healthy run must have its objective equal to its completion
-    NLL and correct labels. Bugs without a hallmark here are skipped (and say so). For a graded case in a
+    with ``strict=False`` (what notebook 5 uses), gets a line that says so and what to change: short runs
+    on a large model may not have trained far enough to show them. The healthy run must have its
+    objective equal to its completion NLL and correct labels. Bugs without a hallmark here are skipped (and say so). For a graded case in a
     student's kernel, where nothing knows the bugs, the lines say that :func:`write_case` checked them
     when the instructor built the case.
     """
