@@ -414,10 +414,11 @@ def confirm_hallmarks(
     Returns one line per run that says so, without naming the bug. A run whose hallmark did not show raises
     ``AssertionError`` naming the run and the hallmark (``strict=True``, what :func:`write_case` uses), or,
     with ``strict=False`` (what notebook 5 uses), gets a line that says so and what to change: short runs
-    on a large model may not have trained far enough to show them. The healthy run must have its
-    objective equal to its completion NLL and correct labels. Bugs without a hallmark here are skipped (and say so). For a graded case in a
-    student's kernel, where nothing knows the bugs, the lines say that :func:`write_case` checked them
-    when the instructor built the case.
+    on a large model may not have trained far enough to show them; that line does not say what the
+    hallmark would be, which would name the bug. The healthy run must have its objective equal to its
+    completion NLL and correct labels. Bugs without a hallmark here are skipped (and say so). For a graded
+    case in a student's kernel, where nothing knows the bugs, the lines say that :func:`write_case`
+    checked them when the instructor built the case.
     """
     ok = evidence(healthy, tok, row)
     if not (ok["objective_gap"] < 1e-6 and not ok["label_changes"]):
@@ -438,7 +439,7 @@ def confirm_hallmarks(
             raise AssertionError(f"run {letter} does not show the hallmark of its bug: {what}.")
         else:
             lines.append(
-                f"run {letter}: the hallmark of its bug does NOT show on these runs (it would be: {what}), so its "
-                "curves may not tell its bug apart: train longer (raise STEPS) before you diagnose it"
+                f"run {letter}: the hallmark of its bug does NOT show on these runs, so its curves may not tell "
+                "its bug apart: train longer (raise STEPS) before you diagnose it"
             )
     return lines
