@@ -4,7 +4,7 @@ A course folder is laid out as an instructor would (``python -m sftviz.course nb
 builds notebook 5's graded case; ``nbgrader generate_assignment``). Then:
 
 * reference: ``--reference`` complete submissions autograded with the run cache switched off
-  (``SFTVIZ_RUN_CACHE=""``): every submission trains notebook 4's 19 runs;
+  (``SFTVIZ_RUN_CACHE=""``): every submission trains notebook 4's 21 runs and notebook 5's 5;
 * the class: ``--students`` submissions (complete and unanswered, alternating) autograded with the cache
   that ``nbgrader_config.py`` sets, starting empty: the first complete submission trains, the rest read.
 

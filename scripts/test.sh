@@ -29,7 +29,7 @@ sftviz_venv course test
 # ipywidgets 7.7 (what Colab ships), beside the venv's ipywidgets 8, for tests/test_user_paths.py.
 IPYW7="$VENV/ipywidgets7"
 if [ ! -f "$IPYW7/.complete" ]; then
-  echo "[sftviz] installing ipywidgets 7.7 into $IPYW7 (for the ipywidgets 7 test)"
+  echo "[sftviz ${SECONDS}s] installing ipywidgets 7.7 into $IPYW7 (for the ipywidgets 7 test)"
   rm -rf "$IPYW7"
   "$VENV/bin/python" -m pip install --quiet --no-deps --target "$IPYW7" "ipywidgets==7.7.*" ipython_genutils
   touch "$IPYW7/.complete"
@@ -41,7 +41,7 @@ if [ $# -gt 0 ]; then
   "$VENV/bin/python" -m sftviz.models install
   bash scripts/install_browser.sh
   export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-  echo "[sftviz] running pytest on tests and notebooks with: $*"
+  echo "[sftviz ${SECONDS}s] running pytest on tests and notebooks with: $*"
   exec "$VENV/bin/python" -m pytest tests sftviz notebooks "${NBVAL[@]}" "$@"
 fi
 
@@ -64,14 +64,14 @@ course_job() {
   # --real-model: notebook 6 runs on SmolLM2, converted once by the main job below; this environment
   # reads the same copy, once it is there.
   until [ -e "$model_ready" ]; do
-    kill -0 "$main_pid" 2>/dev/null || { echo "[sftviz] the main job ended before the real model was ready"; return 1; }
+    kill -0 "$main_pid" 2>/dev/null || { echo "[sftviz ${SECONDS}s] the main job ended before the real model was ready"; return 1; }
     sleep 2
   done
   SFTVIZ_VENV="$COURSE_VENV" SFTVIZ_SETUP_ONLY=1 bash scripts/course.sh --real-model
   "$COURSE_VENV/bin/python" -c 'import nbval' 2>/dev/null || \
     "$COURSE_VENV/bin/python" -m pip install --quiet "pytest>=8" "nbval>=0.11"
   touch "$COURSE_VENV/.sftviz-setup-done"  # tests/test_user_paths.py waits for this
-  echo "[sftviz] strict nbval in $COURSE_VENV with ATEN_CPU_CAPABILITY=default"
+  echo "[sftviz ${SECONDS}s] strict nbval in $COURSE_VENV with ATEN_CPU_CAPABILITY=default"
   ATEN_CPU_CAPABILITY=default "$COURSE_VENV/bin/python" -m pytest -p no:cacheprovider notebooks "${NBVAL[@]}" \
     --durations=10
 }
@@ -85,7 +85,7 @@ lowest_job() {
   floors="$("$VENV/bin/python" scripts/floors.py transformers trl ipywidgets anywidget)"
   stamp="$(sha256sum pyproject.toml | cut -d' ' -f1)"
   if ! grep -qxF "$stamp" "$LOWEST_VENV/.sftviz-lowest" 2>/dev/null; then
-    echo "[sftviz] installing sftviz with $floors into $LOWEST_VENV"
+    echo "[sftviz ${SECONDS}s] installing sftviz with $floors into $LOWEST_VENV"
     rm -rf "$LOWEST_VENV"
     "$PY" -m venv "$LOWEST_VENV"
     "$LOWEST_VENV/bin/python" -m pip install --quiet --upgrade pip
@@ -95,7 +95,7 @@ lowest_job() {
       "pytest>=8" "datasets>=3.0" "accelerate>=1.4" ipython_genutils
     echo "$stamp" > "$LOWEST_VENV/.sftviz-lowest"
   fi
-  echo "[sftviz] unit tests in $LOWEST_VENV: $("$LOWEST_VENV/bin/python" scripts/floors.py --installed transformers trl ipywidgets anywidget torch)"
+  echo "[sftviz ${SECONDS}s] unit tests in $LOWEST_VENV: $("$LOWEST_VENV/bin/python" scripts/floors.py --installed transformers trl ipywidgets anywidget torch)"
   "$LOWEST_VENV/bin/python" -m pytest -p no:cacheprovider -q tests sftviz -m "not browser" \
     --ignore=tests/browser --ignore=tests/test_user_paths.py --ignore=tests/test_instructor.py \
     --ignore=tests/test_real_model.py --durations=10
@@ -110,7 +110,7 @@ SHARED_TESTS=(
 )
 shared_job() {
   set -e
-  echo "[sftviz] in $VENV (this CPU's kernels), beside the main run: ${SHARED_TESTS[*]}"
+  echo "[sftviz ${SECONDS}s] in $VENV (this CPU's kernels), beside the main run: ${SHARED_TESTS[*]}"
   SFTVIZ_RUN_CACHE="$run_cache" "$VENV/bin/python" -m pytest -p no:cacheprovider "${SHARED_TESTS[@]}" --durations=5
 }
 
@@ -123,13 +123,13 @@ main_pid=$$
 model_ready="$run_cache/.real-model-ready"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 course_log="$(mktemp)"
-echo "[sftviz] background: set up $COURSE_VENV, then strict nbval there with portable kernels; then the lowest versions in $LOWEST_VENV; then ${SHARED_TESTS[*]} (log: $course_log)"
+echo "[sftviz ${SECONDS}s] background: set up $COURSE_VENV, then strict nbval there with portable kernels; then the lowest versions in $LOWEST_VENV; then ${SHARED_TESTS[*]} (log: $course_log)"
 background_jobs() {
   set +e  # run all three; each stops at its own first failure (set -e inside its subshell)
   (set -e; course_job); local course=$?
   (set -e; lowest_job); local lowest=$?
   (set -e; shared_job); local shared=$?
-  echo "[sftviz] course environment exit $course, lowest versions exit $lowest, shared tests exit $shared"
+  echo "[sftviz ${SECONDS}s] course environment exit $course, lowest versions exit $lowest, shared tests exit $shared"
   [ "$course" -eq 0 ] && [ "$lowest" -eq 0 ] && [ "$shared" -eq 0 ]
 }
 background_jobs > "$course_log" 2>&1 &
@@ -140,15 +140,15 @@ course_pid=$!
 "$VENV/bin/python" -m sftviz.models install
 touch "$model_ready"
 
-echo "[sftviz] checking for Chromium (browser tests)"
+echo "[sftviz ${SECONDS}s] checking for Chromium (browser tests)"
 bash scripts/install_browser.sh
 
-echo "[sftviz] ruff: lint and format (settings in pyproject.toml)"
+echo "[sftviz ${SECONDS}s] ruff: lint and format (settings in pyproject.toml)"
 status=0
 "$VENV/bin/ruff" check . || status=$?
 "$VENV/bin/ruff" format --check . || status=$?
 
-echo "[sftviz] running pytest on tests, the package's doctests and the notebooks (test environment, this CPU's kernels)"
+echo "[sftviz ${SECONDS}s] running pytest on tests, the package's doctests and the notebooks (test environment, this CPU's kernels)"
 deselect=()
 for t in "${SHARED_TESTS[@]}"; do deselect+=(--deselect "$t"); done
 SFTVIZ_COURSE_VENV="$COURSE_VENV" SFTVIZ_IPYWIDGETS7="$IPYW7" SFTVIZ_RUN_CACHE="$run_cache" \
@@ -157,9 +157,9 @@ SFTVIZ_COURSE_VENV="$COURSE_VENV" SFTVIZ_IPYWIDGETS7="$IPYW7" SFTVIZ_RUN_CACHE="
 course_status=0
 wait "$course_pid" || course_status=$?
 rm -rf "$run_cache"
-echo "[sftviz] course environment (.venv-course), portable kernels (ATEN_CPU_CAPABILITY=default), then the lowest versions (.venv-lowest), then the shared tests:"
+echo "[sftviz ${SECONDS}s] course environment (.venv-course), portable kernels (ATEN_CPU_CAPABILITY=default), then the lowest versions (.venv-lowest), then the shared tests:"
 cat "$course_log"; rm -f "$course_log"
 if [ "$status" -ne 0 ] || [ "$course_status" -ne 0 ]; then
-  echo "[sftviz] FAILED: test environment exit $status, course and lowest-versions environments exit $course_status"
+  echo "[sftviz ${SECONDS}s] FAILED: test environment exit $status, course and lowest-versions environments exit $course_status"
   exit 1
 fi

@@ -56,14 +56,18 @@ here = Path(__file__).resolve().parent
 # Replace a solution with a comment only: each exercise sets its answer to None above the solution,
 # so an unanswered exercise shows "Not answered yet" and Run All still reaches every later cell.
 c.ClearSolutions.code_stub = {{"python": {CODE_STUB!r}}}
-# Notebook 4 fine-tunes 19 small models in one cell: nbgrader's default limit of 30 s per cell would
+# Notebook 4 fine-tunes 18 small models in one cell: nbgrader's default limit of 30 s per cell would
 # interrupt it. No widget state in the graded files (it made each notebook 4 about 5 MB).
 c.Execute.timeout = {AUTOGRADE_CELL_TIMEOUT}
 c.Execute.store_widget_state = False
 # The kernels that nbgrader starts inherit these:
-# - a run cache, so that the training runs that every submission repeats are trained once per class;
+# - a run cache, so that the training runs that every submission repeats are trained once per class
+#   (with the records that sftviz ships of the course's own runs, read where the machine kind matches);
+# - one thread per kernel: a run's numbers depend on the thread count, and the shipped records were
+#   made with one; one grading kernel per core is also the quickest way through a class;
 # - no network: the bundled model and data are all the course needs.
 os.environ.setdefault("SFTVIZ_RUN_CACHE", str(here / "run-cache"))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 """
 _HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS[^\n]*\n.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.S | re.M)

@@ -93,6 +93,10 @@ def mystery_runs(
 
     assignment = mystery_assignment(suspects, seed if key is None else key)
     finetune_kwargs["progress"] = False  # one bar over the runs instead (a run's own bar would name its bug)
+    if finetune_kwargs.get("cache") is None:  # records are enough: the shipped ones too
+        from .train.cache import records_default
+
+        finetune_kwargs["cache"] = records_default()
     bar = runs_progress(1 + len(assignment), "mystery runs") if progress else None
     healthy = finetune(model, tok, data, "completion", steps=steps, seed=seed, **finetune_kwargs)
     healthy.name = "healthy"
@@ -108,6 +112,9 @@ def mystery_runs(
         if bar is not None:
             bar.update(1)
     if bar is not None:
+        read = sum(run.cached for run in [healthy, *runs.values()])
+        if read:
+            bar.set_postfix_str(f"{read} read from the run cache")
         bar.close()
     return healthy, runs
 

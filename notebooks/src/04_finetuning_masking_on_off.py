@@ -19,8 +19,11 @@
 # each result as mean ± spread and names a winner only when a stated test allows it. Every run starts
 # from the same weights; runs with the same seed see the same batches in the same order.
 #
-# About 25 minutes to read and do the exercises; the 18 fine-tunes take under a minute on an idle
-# 2-core CPU (the cell prints how long they took on yours).
+# About 25 minutes to read and do the exercises; the 18 fine-tunes take a few minutes on a 2-core CPU
+# (the cell prints how long they took on yours). sftviz ships the records of these very runs, made on
+# one kind of machine with one thread: where the machine, the thread count, the code and every setting
+# are the same, a run's record is read instead of trained (`sftviz.train.cache`), and the cell says how
+# many were. `cache=False` in the call trains them all.
 #
 # Your own data: `DATASETS` takes bundled names (`sv.datasets.BUNDLED_DATASETS`, chat included) and paths
 # to JSONL files of prompt/completion or messages rows. A file with no split of its own needs
@@ -146,7 +149,9 @@ for name, (train_rows, eval_rows) in data.items():
         model, tok, train_rows, eval_rows, MASKINGS, SEEDS, dataset=name, steps=STEPS, batch_size=BATCH_SIZE,
         lr=LR, eval_every=STEPS, eval_examples=len(eval_rows), progress=True,  # a bar with the time left
     )
-    print(f"{name}: {len(experiments[name].runs)} runs in {time.perf_counter() - start:.0f} s")
+    read = sum(run.cached for run in experiments[name].runs.values())
+    print(f"{name}: {len(experiments[name].runs)} runs in {time.perf_counter() - start:.0f} s"
+          + (f", {read} of them read from the run cache" if read else ""))
 for name, exp in experiments.items():
     if exp.stopped:
         print(f"{name}: the experiment was stopped before its last run; the results below use the runs so far.")

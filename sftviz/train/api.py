@@ -129,7 +129,10 @@ def finetune(
             end of the step it arrives in, so the model always holds the last recorded step's weights.
         resume: a run to continue, as ``sv.finetune(run.model, tok, data, resume=run, steps=N)``: the
             result equals an uninterrupted run of ``N`` steps, history included (see :data:`RESUME_CHANGES`).
-        cache: a folder of finished runs to reuse and fill (:mod:`sftviz.train.cache`; None: ``$SFTVIZ_RUN_CACHE``).
+        cache: a folder of finished runs to reuse and fill (:mod:`sftviz.train.cache`; None:
+            ``$SFTVIZ_RUN_CACHE``, or no cache when it is unset or "off"); with a folder, the records shipped
+            with sftviz are read too; ``"shipped"``: those only; False: none. A run read from a cache has
+            ``run.cached = True`` and no model.
         **settings: the fields of :class:`~sftviz.train.config.FinetuneConfig`, whose docstring says what
             each does (``steps``, ``batch_size``, ``lr``, ``seed``, ``device``, ``eval_every``, ``fault``,
             ``head``, ``precision``, ...). An unknown name is a ``TypeError``.

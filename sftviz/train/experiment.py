@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..masking import check_masking, part_weights
+from . import cache as run_cache
 from .api import compare_masking
 from .runs import Run
 
@@ -403,7 +404,11 @@ def masking_experiment(
         keep_models: False (the default) keeps each run's record only: its trained model and training state
             are dropped as soon as it finishes (``run.model`` is None), so that memory holds one copy of the
             model at a time, not one per run (on a 135M-parameter model with its AdamW state, about 1.6 GB
-            per run). True keeps them, e.g. to continue a run.
+            per run). True keeps them, e.g. to continue a run. Without models, a run recorded before under
+            the same key is read instead of trained (``run.cached``; the progress bar counts them): from
+            ``$SFTVIZ_RUN_CACHE`` when it is set, and from the records shipped with sftviz (the course's
+            own runs, on the machine kind that made them: :mod:`sftviz.train.cache`). ``cache=False``
+            trains every run.
         **kw: passed to :func:`sftviz.finetune` (``steps``, ``batch_size``, ``lr``, ...). The gradient
             share is measured every 25 steps unless ``grad_share_every`` says otherwise.
 
@@ -431,6 +436,8 @@ def masking_experiment(
         raise ValueError("masking_experiment compares held-out scores: pass eval_data (e.g. the eval split).")
     kw.setdefault("grad_share_every", 25)
     kw["progress"] = False
+    if not keep_models and kw.get("cache") is None:  # records are enough: the shipped ones too
+        kw["cache"] = run_cache.records_default()
     exp = Experiment(maskings=[check_masking(m) for m in maskings], seeds=seeds, dataset=dataset)
     bar = runs_progress(len(seeds) * len(exp.maskings), f"masking experiment {dataset}".strip()) if progress else None
     for seed in seeds:
@@ -441,6 +448,9 @@ def masking_experiment(
             run.name = f"{masking_words(m)}, seed {seed}"
             exp.runs[(m, seed)] = run
         if bar is not None:
+            read = sum(run.cached for run in exp.runs.values())
+            if read:
+                bar.set_postfix_str(f"{read} read from the run cache", refresh=False)
             bar.update(len(runs))
         if any(run.stopped for run in runs.values()):  # Ctrl-C or a stop flag: keep the runs so far
             exp.stopped = True
