@@ -204,6 +204,10 @@ def main():
         if isinstance(mod, torch.nn.Dropout):
             mod.p = 0.0
     vocab = model.config.vocab_size
+    n_params = f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M"
+    embedding = model.get_input_embeddings().weight
+    embedding_mb = f"{embedding.numel() * embedding.element_size() / 1e6:.0f} MB"
+    tied = "tied " if embedding is model.get_output_embeddings().weight else ""
     reps = 2 if a.quick else 6
     ft_steps = 4 if a.quick else 10  # the median of the step times after the first
     rows = []
@@ -266,8 +270,8 @@ def main():
         'measurements, AdamW) with `head="full"` vs `head="supervised"`, with and without the per-step prompt NLL. Peak memory: '
         "torch profiler CPU allocation events (peak of the running sum of allocations minus frees, relative to the "
         "start) of one loss-only forward with the loss (what is kept for backward), and of forward + backward with the "
-        "gradient buffers already allocated (so the 124M-parameter gradients themselves are not counted; transient "
-        "per-parameter gradients, e.g. of the 154 MB tied embedding, are).",
+        f"gradient buffers already allocated (so the {n_params}-parameter gradients themselves are not counted; transient "
+        f"per-parameter gradients, e.g. of the {embedding_mb} {tied}embedding, are).",
         "",
         C.table(
             [
@@ -290,13 +294,13 @@ def main():
         f"without it ({'met' if speedups[0.75][2] >= 1.25 else 'NOT met'}).",
         "",
         "Why the finetune step gains less than the loss alone: a step also runs AdamW, gradient norms and clipping over "
-        "124M parameters (the same in both columns), and under completion-only loss it measures the prompt NLL every step, "
+        f"{n_params} parameters (the same in both columns), and under completion-only loss it measures the prompt NLL every step, "
         "which needs the output layer at every prompt position (without gradient: a third of its cost there). "
         "`measure_every=None` (or `measure_every=k`) skips that measurement, leaving `prompt_nll` None on those steps.",
         "",
         f"Noise: the full-logits finetune step does the same work at every prompt fraction, so the spread of its column "
         f"({min(full_steps) * 1000:.0f}-{max(full_steps) * 1000:.0f} ms, {(max(full_steps) / min(full_steps) - 1) * 100:.0f}%) "
-        "shows how much the finetune-step columns move from run to run on this machine (allocation of the 124M-parameter "
+        f"shows how much the finetune-step columns move from run to run on this machine (allocation of the {n_params}-parameter "
         "gradients every step, other processes). The loss-only columns are steadier (more repeats, no optimiser).",
     ]
     text = "\n".join(lines)

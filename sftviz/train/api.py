@@ -129,18 +129,15 @@ def finetune(
             end of the step it arrives in, so the model always holds the last recorded step's weights.
         resume: a run to continue, as ``sv.finetune(run.model, tok, data, resume=run, steps=N)``: the
             result equals an uninterrupted run of ``N`` steps, history included (see :data:`RESUME_CHANGES`).
-        cache: a folder of finished runs to reuse and fill (:mod:`sftviz.train.cache`; None:
-            ``$SFTVIZ_RUN_CACHE``, or no cache when it is unset or "off"); with a folder, the records shipped
-            with sftviz are read too; ``"shipped"``: those only; False: none. A run read from a cache has
-            ``run.cached = True`` and no model.
+        cache: a run cache folder, with sftviz's shipped records behind it (None: ``$SFTVIZ_RUN_CACHE``;
+            ``"shipped"``: the records only; False: none). A cached run has no model (:mod:`~.cache`).
         **settings: the fields of :class:`~sftviz.train.config.FinetuneConfig`, whose docstring says what
             each does (``steps``, ``batch_size``, ``lr``, ``seed``, ``device``, ``eval_every``, ``fault``,
             ``head``, ``precision``, ...). An unknown name is a ``TypeError``.
 
     Returns:
-        A :class:`~sftviz.train.runs.Run`: ``run.history`` holds a
-        :class:`~sftviz.train.records.StepRecord` per step, ``run.evals`` an
-        :class:`~sftviz.train.records.EvalRecord` per evaluation. ``run.status`` is "finished", "stopped",
+        A :class:`~sftviz.train.runs.Run`: ``run.history`` holds a :class:`~sftviz.train.records.StepRecord`
+        per step, ``run.evals`` an :class:`~sftviz.train.records.EvalRecord` per evaluation. ``run.status`` is "finished", "stopped",
         "nan" (a non-finite loss or gradient ended it cleanly: see ``run.error`` and the
         :class:`TrainingDivergedWarning`) or "error" (a callback raised).
 
