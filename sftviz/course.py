@@ -164,13 +164,25 @@ def write_student_versions(src_dir: str | os.PathLike | None, out_dir: str | os.
     return report
 
 
+def read_notebook(path: str | os.PathLike) -> Any:
+    """The notebook at ``path`` (nbformat 4), or a ``ValueError`` that names the path and what is wrong."""
+    import nbformat
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a notebook file path, got {type(path).__name__}.")
+    if not Path(path).is_file():
+        raise ValueError(f"{path} is not a file: give the path of a .ipynb notebook.")
+    try:
+        return nbformat.read(path, as_version=4)
+    except (OSError, ValueError, nbformat.reader.NotJSONError) as err:
+        raise ValueError(f"{path} is not a readable Jupyter notebook ({type(err).__name__}: {err}).") from None
+
+
 def notebook_parameters(path: str | os.PathLike) -> dict:
     """The values of a notebook's ``parameters`` cell (plain literal assignments, as papermill reads them)."""
     import ast
 
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
     if not cells:
         raise ValueError(f"{path} has no cell tagged 'parameters'.")
@@ -231,7 +243,7 @@ def grade_with_key(notebook: str | os.PathLike, answers: dict) -> None:
 
     from .exercises import CURVE_SIGNS
 
-    nb = nbformat.read(notebook, as_version=4)
+    nb = read_notebook(notebook)
     cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
     missing = {"from-curves", "from-curves-points", "diagnosis", "diagnosis-points"} - set(cells)
     if missing:
@@ -251,9 +263,7 @@ def grade_with_key(notebook: str | os.PathLike, answers: dict) -> None:
 
 def is_graded(path: str | os.PathLike) -> bool:
     """Whether a notebook has a cell that nbgrader grades (``"grade": true`` in its nbgrader metadata)."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     return any(c.metadata.get("nbgrader", {}).get("grade") for c in nb.cells)
 
 

@@ -213,3 +213,16 @@ def test_student_version_of_the_course_notebooks():
         # Notebook 6 (the real model) has no exercise; every graded notebook has at least one.
         assert n >= 1 or (path.name.startswith("06") and not is_graded(path)), f"{path.name} has no exercise"
         assert all("### BEGIN SOLUTION" not in c.source for c in student.cells)
+
+
+def test_notebook_readers_name_a_bad_path(tmp_path):
+    from sftviz.course import is_graded, notebook_parameters
+
+    for fn in (is_graded, notebook_parameters):
+        with pytest.raises(ValueError, match="is not a file"):
+            fn(tmp_path / "missing.ipynb")
+        (tmp_path / "broken.ipynb").write_text("{not json")
+        with pytest.raises(ValueError, match="not a readable Jupyter notebook"):
+            fn(tmp_path / "broken.ipynb")
+        with pytest.raises(TypeError, match="notebook file path"):
+            fn(3)

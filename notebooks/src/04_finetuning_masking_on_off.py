@@ -15,9 +15,10 @@
 #   are: this notebook measures it.
 #
 # One run says little: another seed (another batch order) moves the held-out scores by several points.
-# So every masking runs under three seeds, on two datasets of opposite shape, and the notebook reports
-# each result as mean ± spread and names a winner only when a stated test allows it. Every run starts
-# from the same weights; runs with the same seed see the same batches in the same order.
+# So every masking runs under several seeds (three by default), on two datasets of opposite shape (by
+# default), and the notebook reports each result as mean ± spread and names a winner only when a stated
+# test allows it. Every run starts from the same weights; runs with the same seed see the same batches
+# in the same order.
 #
 # About 25 minutes to read and do the exercises; the 18 fine-tunes take a few minutes on a 2-core CPU
 # (the cell prints how long they took on yours). sftviz ships the records of these very runs, made on
@@ -122,8 +123,8 @@ short_prompts = min(names, key=lambda n: shape[n][0] / shape[n][1])
 # held-out answers (greedy exact match): `"completion"`, `"full"` or `0.1`, or `"tie"` if you expect
 # that these runs will not be able to call a winner. A winner is called only when a stated test says
 # so (it is explained after the runs). Think about what the full loss spends its effort on when prompts
-# are many times longer than answers, and when answers are longer than prompts; and how much 40
-# held-out questions and three seeds can tell apart. The check comes after the runs.
+# are many times longer than answers, and when answers are longer than prompts; and how much a few dozen
+# held-out questions and a few seeds can tell apart. The check comes after the runs.
 
 # %% nbgrader={"grade": false, "grade_id": "predict-winner", "locked": false, "schema_version": 3, "solution": true, "task": false}
 prediction = {name: None for name in names}  # e.g. {"support": "full", "explain": "tie"}
