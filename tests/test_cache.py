@@ -66,3 +66,22 @@ def test_bad_cache_arguments(tiny_model, gpt2_tok_padded):
         sv.finetune(tiny_model, gpt2_tok_padded, ROWS, cache=True, **KW)
     with pytest.raises(TypeError, match="folder path"):
         sv.finetune(tiny_model, gpt2_tok_padded, ROWS, cache=3, **KW)
+
+
+def test_a_model_changed_in_place_gets_a_new_fingerprint(tiny_model):
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(tiny_model)
+    first = run_cache.model_fingerprint(model)
+    assert run_cache.model_fingerprint(model) == first  # remembered
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    second = run_cache.model_fingerprint(model)
+    assert second != first
+    model.config.resid_pdrop = 0.5  # a setting that changes training, no tensor touched
+    assert run_cache.model_fingerprint(model) != second
+    model.config._name_or_path = "/somewhere/else"  # where it was loaded from is not part of it
+    model.config.resid_pdrop = tiny_model.config.resid_pdrop
+    assert run_cache.model_fingerprint(model) == second

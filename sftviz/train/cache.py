@@ -97,10 +97,16 @@ _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def model_fingerprint(model: Any) -> str:
     """SHA-256 of a model's class, configuration (without the folder it was loaded from) and every parameter
-    and buffer. Remembered per model until a tensor of it changes (PyTorch counts in-place changes), so
-    that an experiment's runs from one model hash its weights once."""
+    and buffer. Remembered per model until its configuration or a tensor changes (PyTorch counts in-place
+    changes), so that an experiment's runs from one model hash its weights once."""
+    config = getattr(model, "config", None)
+    settings = ""
+    if config is not None and hasattr(config, "to_dict"):
+        settings = json.dumps(
+            {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}, sort_keys=True, default=repr
+        )
     state = model.state_dict()
-    stamp = tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for name, t in state.items())
+    stamp = (settings, *((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for name, t in state.items()))
     try:
         known = _FINGERPRINTS.get(model)
     except TypeError:  # not weak-referenceable
@@ -109,10 +115,7 @@ def model_fingerprint(model: Any) -> str:
         return known[1]
     h = hashlib.sha256()
     h.update(type(model).__name__.encode())
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_dict"):
-        settings = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}
-        h.update(json.dumps(settings, sort_keys=True, default=repr).encode())
+    h.update(settings.encode())
     for name, t in state.items():
         _update_tensor(h, name, t)
     digest = h.hexdigest()
