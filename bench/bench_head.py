@@ -258,6 +258,8 @@ def main():
         "## Supervised-only head vs full logits (`python bench/bench_head.py"
         + (" --real-model" if a.real_model else "")
         + (f" --threads {a.threads}" if a.threads else "")
+        + (f" --batch {a.batch}" if a.batch != 4 else "")
+        + (f" --length {a.length}" if a.length != 128 else "")
         + (" --clock cpu" if a.clock == "cpu" else "")
         + "`)",
         "",
