@@ -9,7 +9,7 @@ only for the very run it records (same weights, data, settings, seed, kernels, t
 
 Run it after a change to the code in ``sftviz.train.cache.CODE``, to notebook 4's or 5's parameters or
 data, or to the pinned torch or transformers; ``tests/test_shipped_runs.py`` says when it is needed.
-It takes about 5 minutes on 2 cores.
+It takes about 6 minutes on 2 cores.
 
     python scripts/ship_runs.py
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,24 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ("04_finetuning_masking_on_off.ipynb", "05_diagnose_a_faulty_finetune.ipynb")
 KERNELS = ("native", "default")
 
+# Runs each notebook given after the folder they run in, one after the other, in a fresh kernel each.
 EXECUTE = """
 import sys, nbformat
 from nbclient import NotebookClient
-path = sys.argv[1]
-nb = nbformat.read(path, as_version=4)
-NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
+for path in sys.argv[2:]:
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": sys.argv[1]}}).execute()
 """
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build(kernels: str, cache: Path) -> subprocess.Popen:
@@ -58,12 +47,8 @@ def build(kernels: str, cache: Path) -> subprocess.Popen:
         env["ATEN_CPU_CAPABILITY"] = "default"
     else:
         env.pop("ATEN_CPU_CAPABILITY", None)
-    script = "; ".join(
-        f"__import__('subprocess').run([sys.executable, '-c', {EXECUTE!r}, {str(ROOT / 'notebooks' / nb)!r}, "
-        f"{str(ROOT / 'notebooks')!r}], check=True)"
-        for nb in NOTEBOOKS
-    )
-    return subprocess.Popen([sys.executable, "-c", f"import sys; {script}"], env=env)
+    paths = [str(ROOT / "notebooks" / nb) for nb in NOTEBOOKS]
+    return subprocess.Popen([sys.executable, "-c", EXECUTE, str(ROOT / "notebooks"), *paths], env=env)
 
 
 def main() -> None:
@@ -72,7 +57,7 @@ def main() -> None:
 
     import sftviz
     from sftviz.modeling import BUNDLED_MODELS
-    from sftviz.train.cache import SHIPPED, code_digest
+    from sftviz.train.cache import SHIPPED, code_digest, cpu_name
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

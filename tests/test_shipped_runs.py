@@ -29,11 +29,8 @@ def _same_machine_kind() -> str | None:
     """Why this machine cannot use the records (None: it can)."""
     import transformers
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from ship_runs import cpu_name
-    finally:
-        sys.path.pop(0)
+    from sftviz.train.cache import cpu_name
+
     here = {"sftviz": sv.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
     if cpu_name() != MANIFEST["cpu"]:
         return f"the records were made on {MANIFEST['cpu']}, this is {cpu_name()}"

@@ -64,6 +64,20 @@ CODE = (
 SHIPPED_ONLY = "shipped"
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux: ``/proc/cpuinfo``), else what the platform says: the shipped records'
+    manifest names the machine they were made on with it."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def records_default() -> str | None:
     """The ``cache`` that callers which keep no models pass by default: ``$SFTVIZ_RUN_CACHE`` when it is
     set (a folder, or "off"), else the shipped records only."""
