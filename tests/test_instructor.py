@@ -93,6 +93,13 @@ def test_course_commands_work_from_a_wheel_without_a_clone(tmp_path):
     assert names[:5] == sorted(p.name for p in (work / "course" / "source" / "sft-lab").glob("*.ipynb"))
     assert "### BEGIN SOLUTION" in (work / "instructor" / names[0]).read_text()
     assert "### BEGIN SOLUTION" not in (work / "student" / names[0]).read_text()
+    # The shipped run records come with the wheel, and its code is the code they were made with.
+    check = (
+        "import json; from sftviz.train import cache as c; m = json.loads((c.SHIPPED / 'manifest.json').read_text()); "
+        "print(len(list(c.SHIPPED.glob('*.json'))) - 1 == m['runs'], m['code'] == c.code_digest(), c.SHIPPED)"
+    )
+    out = subprocess.check_output([py, "-c", check], cwd=work, text=True).split()
+    assert out[:2] == ["True", "True"] and str(site) in out[2], out
 
 
 # -- nbgrader, start to end ------------------------------------------------------------------------------

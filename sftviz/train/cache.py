@@ -228,8 +228,9 @@ def find(
     the shipped records. With ``$SFTVIZ_RUN_CACHE_ONLY=1``, a run found nowhere is a ``LookupError``.
     """
     folder = cache_folder(cache)
-    if (folder is None and cache != SHIPPED_ONLY) or not eligible or not cfg.copy_model:
-        return None, None
+    no_records = cache != SHIPPED_ONLY or os.environ.get(SHIPPED_ENV) == "0"
+    if (folder is None and no_records) or not eligible or not cfg.copy_model:
+        return None, None  # nowhere to look: not even the key is computed
     key = run_key(model, tok, cfg, examples, eval_examples, device)
     slot = None if folder is None else folder / f"{key}.json"
     run = None if slot is None else lookup(slot)
