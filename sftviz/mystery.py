@@ -94,9 +94,7 @@ def mystery_runs(
     assignment = mystery_assignment(suspects, seed if key is None else key)
     finetune_kwargs["progress"] = False  # one bar over the runs instead (a run's own bar would name its bug)
     if finetune_kwargs.get("cache") is None:  # records are enough: the shipped ones too
-        from .train.cache import records_default
-
-        finetune_kwargs["cache"] = records_default()
+        finetune_kwargs["cache"] = "auto"
     bar = runs_progress(1 + len(assignment), "mystery runs") if progress else None
     healthy = finetune(model, tok, data, "completion", steps=steps, seed=seed, **finetune_kwargs)
     healthy.name = "healthy"

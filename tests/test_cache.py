@@ -85,3 +85,20 @@ def test_a_model_changed_in_place_gets_a_new_fingerprint(tiny_model):
     model.config._name_or_path = "/somewhere/else"  # where it was loaded from is not part of it
     model.config.resid_pdrop = tiny_model.config.resid_pdrop
     assert run_cache.model_fingerprint(model) == second
+
+
+def test_auto_is_the_folder_when_set_and_runs_without_models_use_it(tiny_model, gpt2_tok_padded, tmp_path, monkeypatch):
+    # cache="auto": $SFTVIZ_RUN_CACHE when it is set, else the shipped records only (nothing is stored)
+    monkeypatch.delenv(run_cache.ENV, raising=False)
+    assert run_cache.cache_folder("auto") is None
+    assert not sv.finetune(tiny_model, gpt2_tok_padded, ROWS, cache="auto", **KW).cached
+    monkeypatch.setenv(run_cache.ENV, str(tmp_path))
+    assert run_cache.cache_folder("auto") == tmp_path
+    assert not sv.finetune(tiny_model, gpt2_tok_padded, ROWS, cache="auto", **KW).cached
+    assert sv.finetune(tiny_model, gpt2_tok_padded, ROWS, cache="auto", **KW).cached
+    # compare_masking without models reads a cache by default (cache='auto'); cache=False trains with models
+    kw = {k: v for k, v in KW.items() if k != "steps"}
+    without = sv.compare_masking(tiny_model, gpt2_tok_padded, ROWS, ("completion",), steps=2, keep_models=False, **kw)
+    assert without["completion"].cached
+    kept = sv.compare_masking(tiny_model, gpt2_tok_padded, ROWS, ("completion",), steps=2, cache=False, **kw)
+    assert not kept["completion"].cached and kept["completion"].model is not None

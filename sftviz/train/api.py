@@ -130,7 +130,8 @@ def finetune(
         resume: a run to continue, as ``sv.finetune(run.model, tok, data, resume=run, steps=N)``: the
             result equals an uninterrupted run of ``N`` steps, history included (see :data:`RESUME_CHANGES`).
         cache: a run cache folder, with sftviz's shipped records behind it (None: ``$SFTVIZ_RUN_CACHE``;
-            ``"shipped"``: the records only; False: none). A cached run has no model (:mod:`~.cache`).
+            ``"shipped"``: the records only; ``"auto"``: ``$SFTVIZ_RUN_CACHE`` if set, else the records;
+            False: none). A cached run has no model (:mod:`~.cache`).
         **settings: the fields of :class:`~sftviz.train.config.FinetuneConfig`, whose docstring says what
             each does (``steps``, ``batch_size``, ``lr``, ``seed``, ``device``, ``eval_every``, ``fault``,
             ``head``, ``precision``, ...). An unknown name is a ``TypeError``.
@@ -525,7 +526,8 @@ def compare_masking(
     the runs so far. ``keep_models=False`` drops each run's trained model and training state as soon as
     it finishes (``run.model`` and ``run.state`` are then None): the records stay, and memory holds one
     copy of the model at a time (a 135M-parameter model with its AdamW state is about 1.6 GB per run).
-    Other keyword arguments go to :func:`finetune`.
+    Without models, records are enough, so runs are then read from a run cache where one holds them
+    (``cache="auto"`` unless ``cache`` is given). Other keyword arguments go to :func:`finetune`.
     """
     if not isinstance(keep_models, bool):
         raise TypeError(f"keep_models must be True or False, got {keep_models!r}.")
@@ -534,6 +536,8 @@ def compare_masking(
             "compare_masking always starts every run from a copy of the same model; do not pass copy_model=False."
         )
     kw.pop("copy_model", None)
+    if not keep_models and kw.get("cache") is None:  # records are enough: the shipped ones too
+        kw["cache"] = run_cache.AUTO
     if isinstance(maskings, (str, numbers.Real)) or not hasattr(maskings, "__iter__"):
         raise TypeError("maskings must be a list such as ('completion', 'full', 0.1).")
     norm = [check_masking(m) for m in maskings]

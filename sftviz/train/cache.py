@@ -17,13 +17,16 @@ record is cached (history, evaluations, settings), not the weights: a run taken 
 ``run.model = None`` and ``run.cached = True``. Runs with callbacks, runs trained in place
 (``copy_model=False``), resumed runs and runs that did not finish are never cached.
 
-**Shipped records.** sftviz ships the records of the course's own runs (notebooks 4 and 5 with their
-default parameters, on the bundled model), made by ``scripts/ship_runs.py`` on the machine named in
-``sftviz/assets/runs/manifest.json``, with one thread, with that CPU's own kernels and with PyTorch's
-portable ones. They are looked up after the cache folder, and with ``cache="shipped"`` without one:
-:func:`sftviz.masking_experiment` (which keeps no models) and notebook 5's mystery runs do so by
-default. The key decides, as for any cached run, so a record is used only for the very run it records;
-on another kind of machine, with more threads, or once the code changed, the runs are trained here.
+**Shipped records.** sftviz ships the records of the course's own runs (notebooks 4, 5 and 6 with their
+default parameters, on the bundled model and on the real one), made by ``scripts/ship_runs.py`` on the
+machine named in ``sftviz/assets/runs/manifest.json``, with one thread, once per kind of kernels it can
+run (its own, AVX2 where its own are AVX-512, and PyTorch's portable ones). They are looked up after the
+cache folder, and with ``cache="shipped"`` without one. ``cache="auto"`` is ``$SFTVIZ_RUN_CACHE`` when it
+is set, else ``"shipped"``: what callers that need only records use by default
+(:func:`sftviz.masking_experiment` and :func:`sftviz.compare_masking` with ``keep_models=False``, notebook
+5's mystery runs; notebook 4's control runs pass it). The key decides, as for any cached run, so a record
+is used only for the very run it records; on another kind of machine, with more threads, or once the
+code changed, the runs are trained here.
 ``SFTVIZ_SHIPPED_RUNS=0`` ignores them; ``SFTVIZ_RUN_CACHE=off`` turns every cache off.
 """
 
@@ -62,6 +65,8 @@ CODE = (
 
 #: ``cache=`` value: the shipped records only, no folder (nothing is stored).
 SHIPPED_ONLY = "shipped"
+#: ``cache=`` value for callers that need only the record, not the model: :func:`records_default`.
+AUTO = "auto"
 
 
 def cpu_name() -> str:
@@ -79,14 +84,16 @@ def cpu_name() -> str:
 
 
 def records_default() -> str | None:
-    """The ``cache`` that callers which keep no models pass by default: ``$SFTVIZ_RUN_CACHE`` when it is
-    set (a folder, or "off"), else the shipped records only."""
+    """What ``cache="auto"`` means (what callers that keep no models use by default):
+    ``$SFTVIZ_RUN_CACHE`` when it is set (a folder, or "off"), else the shipped records only."""
     return None if ENV in os.environ else SHIPPED_ONLY
 
 
 def cache_folder(cache: object) -> Path | None:
-    """The cache folder for ``cache``: a path, ``False`` (no cache), or ``None`` (``$SFTVIZ_RUN_CACHE``
-    if set, else no cache)."""
+    """The cache folder for ``cache``: a path, ``False`` (no cache), ``None`` (``$SFTVIZ_RUN_CACHE``
+    if set, else no cache), ``"shipped"`` (none) or ``"auto"`` (:func:`records_default`)."""
+    if cache == AUTO:
+        cache = records_default()
     if cache is None:
         cache = os.environ.get(ENV) or False
         if isinstance(cache, str) and cache.strip().lower() == "off":
@@ -96,7 +103,7 @@ def cache_folder(cache: object) -> Path | None:
     if cache is True:
         raise ValueError(f"cache=True names no folder: pass cache='path/to/folder', or set {ENV}.")
     if not isinstance(cache, (str, os.PathLike)) or not str(cache).strip():
-        raise TypeError(f"cache must be a folder path, False or None, got {cache!r}.")
+        raise TypeError(f"cache must be a folder path, False, None, 'auto' or 'shipped', got {cache!r}.")
     return Path(cache).expanduser()
 
 
@@ -227,6 +234,8 @@ def find(
     ``eligible`` (no callbacks, not resumed) and trains a copy of the model. The folder is read first, then
     the shipped records. With ``$SFTVIZ_RUN_CACHE_ONLY=1``, a run found nowhere is a ``LookupError``.
     """
+    if cache == AUTO:
+        cache = records_default()
     folder = cache_folder(cache)
     no_records = cache != SHIPPED_ONLY or os.environ.get(SHIPPED_ENV) == "0"
     if (folder is None and no_records) or not eligible or not cfg.copy_model:

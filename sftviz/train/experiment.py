@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..masking import check_masking, part_weights
-from . import cache as run_cache
 from .api import compare_masking
 from .runs import Run
 
@@ -436,8 +435,6 @@ def masking_experiment(
         raise ValueError("masking_experiment compares held-out scores: pass eval_data (e.g. the eval split).")
     kw.setdefault("grad_share_every", 25)
     kw["progress"] = False
-    if not keep_models and kw.get("cache") is None:  # records are enough: the shipped ones too
-        kw["cache"] = run_cache.records_default()
     exp = Experiment(maskings=[check_masking(m) for m in maskings], seeds=seeds, dataset=dataset)
     bar = runs_progress(len(seeds) * len(exp.maskings), f"masking experiment {dataset}".strip()) if progress else None
     for seed in seeds:
