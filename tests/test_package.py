@@ -236,10 +236,14 @@ def test_dataset_name_errors(tmp_path):
 
 
 # Import names of the distributions sftviz declares (where they differ from the distribution's name).
-IMPORT_NAMES = {"pyyaml": "yaml"}
+IMPORT_NAMES = {"pyyaml": "yaml", "jupyter-client": "jupyter_client"}
 # Imported only inside a function, for an optional feature that says what to install when it is missing;
 # declared in an extra of pyproject.toml, not as a dependency.
-OPTIONAL_IMPORTS = {"playwright": "sv.export_figures renders the static HTML views to PNG with it (else skips them)"}
+OPTIONAL_IMPORTS = {
+    "playwright": "sv.export_figures renders the static HTML views to PNG with it (else skips them)",
+    "ipykernel": "sftviz.warm_kernel is a Jupyter kernel (for grading and checking notebooks)",
+    "jupyter_client": "sftviz.warm_kernel finds its kernelspec with it",
+}
 
 
 def test_declared_dependencies_are_the_imported_ones():

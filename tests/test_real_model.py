@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import sftviz as sv
-from sftviz import models
+from sftviz import models, warm_kernel
 
 NAME = "smollm2-135m-instruct"
 
@@ -219,8 +219,9 @@ def test_notebook_runs_on_the_real_model(number, tmp_path):
     (src,) = NOTEBOOKS.glob(f"{number}_*.ipynb")
     out = tmp_path / src.name
     pm.execute_notebook(
-        str(src), str(out), parameters={"MODEL_NAME": NAME, **params}, cwd=str(NOTEBOOKS), progress_bar=False
-    )
+        str(src), str(out), parameters={"MODEL_NAME": NAME, **params}, cwd=str(NOTEBOOKS), progress_bar=False,
+        kernel_name=warm_kernel.installed_name(),
+    )  # fmt: skip
     nb = nbformat.read(out, as_version=4)
     printed = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     for line in expected:

@@ -129,9 +129,8 @@ def finetune(
             end of the step it arrives in, so the model always holds the last recorded step's weights.
         resume: a run to continue, as ``sv.finetune(run.model, tok, data, resume=run, steps=N)``: the
             result equals an uninterrupted run of ``N`` steps, history included (see :data:`RESUME_CHANGES`).
-        cache: a run cache folder, with sftviz's shipped records behind it (None: ``$SFTVIZ_RUN_CACHE``;
-            ``"shipped"``: the records only; ``"auto"``: ``$SFTVIZ_RUN_CACHE`` if set, else the records;
-            False: none). A cached run has no model (:mod:`~.cache`).
+        cache: a run cache folder with sftviz's shipped records behind it (None: ``$SFTVIZ_RUN_CACHE``; "shipped":
+            the records only; "auto": the folder if set, else the records; False: none). No model if cached.
         **settings: the fields of :class:`~sftviz.train.config.FinetuneConfig`, whose docstring says what
             each does (``steps``, ``batch_size``, ``lr``, ``seed``, ``device``, ``eval_every``, ``fault``,
             ``head``, ``precision``, ...). An unknown name is a ``TypeError``.
