@@ -112,12 +112,13 @@ lowest_job() {
     --ignore=tests/test_real_model.py --durations=10
 }
 # Last in the background: tests of the main run that take long and need nothing the main run does
-# after them (notebook 5 on the real model; the nbgrader cycle, which reads notebook 4's runs from the
+# after them (notebooks 5 and 1 on the real model; the nbgrader cycle, which reads notebook 4's runs from the
 # session's run cache: the browser tests fill it at the start of the main run, and if they are not
 # there yet, it trains them itself).
 SHARED_TESTS=(
   tests/test_instructor.py::test_nbgrader_cycle_grades_a_class
   "tests/test_real_model.py::test_notebook_runs_on_the_real_model[05]"
+  "tests/test_real_model.py::test_notebook_runs_on_the_real_model[01]"
 )
 shared_job() {
   set -e

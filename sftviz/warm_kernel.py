@@ -19,22 +19,28 @@ runs in that child, as it would in a fresh kernel: nothing of one notebook reach
 
 Use it through ``python -m sftviz.warm_kernel install`` (a kernelspec named ``sftviz-warm`` in the
 current environment) and ``--nbval-kernel-name sftviz-warm`` or nbgrader's ``c.Execute.kernel_name``;
-``python -m sftviz.course nbgrader`` writes a configuration that uses it. It works where ``fork`` does
-(Linux, macOS); elsewhere the launcher starts an ordinary kernel.
+``python -m sftviz.course nbgrader`` writes a configuration that uses it. It forks on Linux only;
+elsewhere the launcher starts an ordinary kernel and the configuration uses python3.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+
+if __name__ == "__main__" and sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]  # run by path: this package's modules must not shadow others (sftviz/datasets.py)
+
 import hashlib
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 NAME = "sftviz-warm"
+#: Where it forks: Linux (on macOS, forking a process that has loaded system frameworks is unsafe).
+SUPPORTED = sys.platform.startswith("linux") and hasattr(os, "fork")
 #: The server stops after this many seconds without a request.
 IDLE_S = 300
 #: What the server imports before it forks (modules every course notebook imports).
@@ -111,20 +117,22 @@ def _start_server(path: str) -> socket.socket:
         code = f"import sftviz.warm_kernel as w; w.serve({path!r})"
         env = {k: v for k, v in os.environ.items() if k != "JPY_PARENT_PID"}  # read by ipykernel at import
         with open(path + ".log", "ab") as log:
-            subprocess.Popen(
+            server = subprocess.Popen(
                 [sys.executable, "-c", code], env=env, start_new_session=True, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=log, close_fds=True,
             )  # fmt: skip
-        conn = _connect(path, 120)
-        if conn is None:
-            raise RuntimeError(f"the warm kernel server did not start: see {path}.log")
+        deadline = time.monotonic() + 300
+        while (conn := _connect(path, 0.5)) is None:
+            if server.poll() is not None or time.monotonic() > deadline:
+                with open(path + ".log", errors="replace") as log:
+                    raise RuntimeError(f"the warm kernel server did not start ({path}.log):\n{log.read()[-3000:]}")
         return conn
 
 
 def launch(argv: list[str]) -> int:
     """Start a kernel with ipykernel's arguments ``argv`` (``-f CONNECTION_FILE``) in a forked child of the
     warm server; return when the kernel exits."""
-    if not hasattr(os, "fork"):
+    if not SUPPORTED:
         return subprocess.call([sys.executable, "-m", "ipykernel_launcher", *argv])
     path = socket_path()
     conn = _connect(path, 0) or _start_server(path)
@@ -159,7 +167,10 @@ def serve(path: str) -> None:
     if sys.path and sys.path[0] == "":
         del sys.path[0]  # as ipykernel's launcher does: the folder it was started from is no module source
     for name in PRELOAD:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an environment without it: the kernel imports what it needs itself
+            pass
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # kernels are reaped by the system
     try:
         os.unlink(path)
@@ -283,14 +294,14 @@ def installed_name() -> str:
     kernel to give papermill or nbval for whole notebooks."""
     from jupyter_client.kernelspec import find_kernel_specs
 
-    return NAME if hasattr(os, "fork") and NAME in find_kernel_specs() else "python3"
+    return NAME if SUPPORTED and NAME in find_kernel_specs() else "python3"
 
 
 def for_nbgrader(folder: str | os.PathLike) -> str:
     """For an nbgrader configuration: write the kernelspec under ``folder``, put it on Jupyter's path
     (``JUPYTER_PATH``) and return the kernel name to set as ``c.Execute.kernel_name`` (``"python3"``
     where there is no ``fork``)."""
-    if not hasattr(os, "fork"):
+    if not SUPPORTED:
         return "python3"
     install(os.fspath(folder))
     data = os.path.join(os.fspath(folder), "share", "jupyter")
@@ -347,6 +358,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-        del sys.path[0]  # run by path: this package's modules must not shadow others (sftviz/datasets.py)
     sys.exit(main())

@@ -15,7 +15,10 @@ from nbclient import NotebookClient
 
 from sftviz import warm_kernel
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not hasattr(os, "fork"), reason="the warm kernel needs fork")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not warm_kernel.SUPPORTED, reason="the warm kernel forks on Linux only"),
+]
 
 CELLS = [
     # warm: imported already; nothing of the notebook run before (the last cell) in either

@@ -400,7 +400,8 @@ for s in SEEDS:
                               lr=LR, seed=s, eval_data=eval_rows, eval_every=STEPS, eval_examples=len(eval_rows),
                               progress=False, cache="auto")  # only the records are needed: read where cached
 read = sum(run.cached for run in controls.values())
-print(f"control runs: {len(controls)} in {time.perf_counter() - start:.0f} s, {read} of them read from the run cache")
+print(f"control runs: {len(controls)} in {time.perf_counter() - start:.0f} s"
+      + (f", {read} of them read from the run cache" if read else ""))
 pretrained = {s: experiments[first].runs[("completion", s)] for s in SEEDS}
 for label, runs in (("pretrained start", pretrained), ("random start", controls)):
     em = [r.evals[-1]["exact_match"] for r in runs.values()]
