@@ -37,6 +37,7 @@ from .train import (
     load_run,
     masking_experiment,
 )
+from .xray import xray
 
 try:
     __version__ = _distribution_version("sftviz")
@@ -81,6 +82,7 @@ __all__ = [
     "supervised_head_loss",
     "token_gradients",
     "token_nll",
+    "xray",
 ]
 
 

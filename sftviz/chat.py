@@ -30,7 +30,8 @@ from .checks import check_text
 from .data import Example, assemble_example, bos_id, has_special_text
 
 #: The roles a message may have. A new role also needs a display entry in ``sftviz.views.vocab``.
-CHAT_ROLES = ("system", "user", "assistant")
+#: A "tool" message (a tool's result) follows an assistant turn (the call) or another tool message.
+CHAT_ROLES = ("system", "user", "assistant", "tool")
 TRAIN_ON = ("all", "last")
 
 
@@ -54,8 +55,12 @@ def check_messages(messages: object) -> list[dict]:
     if not body or body[0] != "user":
         raise ValueError("After an optional system message the conversation must start with a user message.")
     for a, b in itertools.pairwise(body):
-        if a == b:
+        if a == b and a != "tool":
             raise ValueError(f"Two {a} messages in a row: user and assistant turns must alternate.")
+        if b == "tool" and a not in ("assistant", "tool"):
+            raise ValueError(
+                "A tool message must follow the assistant turn that called the tool (or another tool message)."
+            )
     if "assistant" not in body:
         raise ValueError("The conversation has no assistant message, so there is nothing to train.")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
@@ -156,6 +161,13 @@ class Layout:
 
 def find_turns(tok: Any, messages: list[dict], parse_special: bool = False) -> tuple[list[int], list[Turn]]:
     """The token ids of the whole conversation and the :class:`Turn` of every message."""
+    tokens, turns, _ = rendered_turns(tok, messages, parse_special)
+    return tokens.ids, turns
+
+
+def rendered_turns(tok: Any, messages: list[dict], parse_special: bool = False) -> tuple[Tokens, list[Turn], Layout]:
+    """:func:`find_turns` with the rendered text's :class:`Tokens` (ids and character offsets) and
+    :class:`Layout`, for callers that map text back to tokens (the X-ray)."""
     layout = local_layout(tok, messages) or prefix_layout(tok, messages)
     tokens = tokenize_rendered(tok, layout.text, layout.contents, parse_special)
     special = set(tok.all_special_ids)
@@ -173,7 +185,7 @@ def find_turns(tok: Any, messages: list[dict], parse_special: bool = False) -> t
             a, b = layout.contents[i]
             body = (max(start, tokens.first_from(a)), min(end, tokens.first_from(b)))
         turns.append(Turn(i, m["role"], start, end, body))
-    return tokens.ids, turns
+    return tokens, turns, layout
 
 
 def local_layout(tok: Any, messages: list[dict]) -> Layout | None:
@@ -261,23 +273,35 @@ def _common_prefix(a: str, b: str) -> int:
 
 
 def label_turns(
-    full: list[int], turns: list[Turn], special: set[int], train_on: str = "all", train_end: bool = True
+    full: list[int],
+    turns: list[Turn],
+    special: set[int],
+    train_on: str = "all",
+    train_end: bool = True,
+    trained: set[int] | None = None,
 ) -> tuple[list[str], list[int]]:
     """Segments of every token, and the completion mask (1 on the assistant turns being trained; their
-    end-of-turn tokens too unless ``train_end`` is False)."""
+    end-of-turn tokens too unless ``train_end`` is False).
+
+    ``trained``, when given, names the messages to train by index instead of ``train_on``; a trained
+    message of another role (a user turn, say) has its content trained, not its header or footer.
+    """
     segs, cmask = ["template"] * len(full), [0] * len(full)
-    last_assistant = max(t.index for t in turns if t.role == "assistant")
+    if trained is None:
+        last_assistant = max(t.index for t in turns if t.role == "assistant")
+        trained = {t.index for t in turns if t.role == "assistant" and (train_on == "all" or t.index == last_assistant)}
     for turn in turns:
         lo, hi = turn.body
-        trained = train_on == "all" or turn.index == last_assistant
+        on = turn.index in trained
         for t in range(turn.start, turn.end):
             is_special = full[t] in special
             if turn.role == "assistant":
                 if t < hi:
                     segs[t] = "end_of_turn" if is_special else "assistant"
-                    cmask[t] = int(trained and (train_end or not is_special))
+                    cmask[t] = int(on and (train_end or not is_special))
             elif not is_special and lo <= t < hi:
                 segs[t] = turn.role
+                cmask[t] = int(on)
     return segs, cmask
 
 
@@ -328,11 +352,14 @@ def build_chat(
     train_on: str = "all",
     add_eos: bool = True,
     parse_special_tokens: bool = False,
+    train_turns: set[int] | None = None,
 ) -> Example:
     """The :class:`~sftviz.data.Example` of a conversation (``sv.build_example(tok, messages=...)``).
 
     ``add_eos=False`` leaves the assistant turns' end-of-turn tokens untrained (the model then never
-    learns to end a turn: a bug to look at, not a setting to use).
+    learns to end a turn: a bug to look at, not a setting to use). ``train_turns`` names the messages
+    to train by index, instead of ``train_on`` (TRL's conversational prompt/completion rows train the
+    completion's turns only).
     """
     messages = check_messages(messages)
     if train_on not in TRAIN_ON:
@@ -345,7 +372,7 @@ def build_chat(
             "or set tok.chat_template."
         )
     full, turns = find_turns(tok, messages, parse_special_tokens)
-    segs, cmask = label_turns(full, turns, set(tok.all_special_ids), train_on, train_end=add_eos)
+    segs, cmask = label_turns(full, turns, set(tok.all_special_ids), train_on, train_end=add_eos, trained=train_turns)
     notes: list[str] = []
     if not add_eos:
         notes.append(
@@ -357,3 +384,19 @@ def build_chat(
         notes.append("This tokenizer has no BOS token: the first token of the conversation is not scored.")
     full, segs, cmask = truncate_left(full, segs, cmask, max_length, notes)
     return assemble_example(tok, full, segs, cmask, masking, notes=notes, source={"messages": messages})
+
+
+def is_message_list(value: object) -> bool:
+    """Whether ``value`` is a non-empty list of message dicts (each with a ``"role"``)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
+
+
+def conversational_pair(tok: Any, prompt: list[dict], completion: list[dict], **build_kwargs: Any) -> Example:
+    """TRL's conversational prompt/completion row (both lists of messages) as an example: the
+    conversation is the prompt's messages then the completion's, and only the completion's assistant
+    turns are trained, as TRL's ``completion_only_loss`` trains them."""
+    messages = [*prompt, *completion]
+    trained = {i for i in range(len(prompt), len(messages)) if messages[i].get("role") == "assistant"}
+    if not trained:
+        raise ValueError("its completion holds no assistant message, so nothing would be trained.")
+    return build_chat(tok, messages, train_turns=trained, **build_kwargs)

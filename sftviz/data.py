@@ -27,8 +27,8 @@ The rules, in one place:
 from __future__ import annotations
 
 import numbers
-import operator
 import warnings
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -74,8 +74,25 @@ def has_special_text(tok: Any, text: str) -> bool:
 
 
 def display_tokens(tok: Any, ids: list[int]) -> list[str]:
-    """Each token's text for display (byte-level tokens decoded one by one)."""
-    return [tok.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False) for i in ids]
+    """Each token's text for display (byte-level tokens decoded one by one, each id once per tokenizer)."""
+    try:
+        size, memo = _DISPLAY.get(tok, (None, None))
+        if size != len(tok):  # a token was added: start again
+            size, memo = len(tok), {}
+            _DISPLAY[tok] = (size, memo)
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no memo
+        memo = {}
+    out = []
+    for i in ids:
+        text = memo.get(i)
+        if text is None:
+            text = memo[i] = tok.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        out.append(text)
+    return out
+
+
+#: Each tokenizer's decoded tokens by id (with its size when they were decoded).
+_DISPLAY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def bos_id(tok: Any, add_bos: object) -> int | None:
@@ -529,55 +546,26 @@ def to_example(
             "({'prompt', 'completion'} or {'messages'})."
         )
     masking = "completion" if masking is None else masking
+    from .tokenized import TOKEN_MASKS, from_token_lists  # tokenized rows build on this module
+
     try:
+        # A tokenized row is trained as tokenized, also when it keeps its text columns (TRL's prepared
+        # rows keep "messages"): re-rendering the text would replace the pipeline's labels with ours.
+        if "input_ids" in item and any(key in item for key in TOKEN_MASKS):
+            return from_token_lists(tok, item, masking)
         if "messages" in item:
             return build_example(tok, messages=item["messages"], masking=masking, warn=False, **build_kwargs)
         if "prompt" in item and "completion" in item:
+            from .chat import conversational_pair, is_message_list
+
+            if is_message_list(item["prompt"]) and is_message_list(item["completion"]):
+                return conversational_pair(tok, item["prompt"], item["completion"], masking=masking, **build_kwargs)
             return build_example(
                 tok, prompt=item["prompt"], completion=item["completion"], masking=masking, warn=False, **build_kwargs
             )
-        if "input_ids" in item and any(key in item for key in TOKEN_MASKS):
-            example = _from_token_lists(item, masking)
-            if max(example.input_ids) >= len(tok):
-                raise ValueError(
-                    f"input_ids hold {max(example.input_ids)}, beyond this tokenizer's {len(tok)} tokens: the row "
-                    "was tokenized with another tokenizer."
-                )
-            return example
     except (ValueError, TypeError) as err:
         raise type(err)(f"{where}: {err}") from err
     raise ValueError(
         f"{where} has keys {sorted(item)}; expected 'prompt' and 'completion' strings, 'messages', "
         f"or 'input_ids' with one of {', '.join(repr(k) for k in TOKEN_MASKS)}."
     )
-
-
-#: Keys of tokenized rows that say which tokens are the completion, in order of preference.
-TOKEN_MASKS = ("completion_mask", "assistant_masks", "labels")
-
-
-def _token_id(v: object) -> int:
-    try:
-        i = operator.index(v)  # ints, numpy integers, 0-d integer tensors
-    except TypeError:
-        i = -1
-    if isinstance(v, bool) or i < 0:
-        raise ValueError(f"input_ids must be non-negative integer token ids; found {v!r}.")
-    return i
-
-
-def _from_token_lists(item: dict, masking: str | float) -> Example:
-    ids = [_token_id(v) for v in item["input_ids"]]
-    key = next(k for k in TOKEN_MASKS if k in item)
-    values = [int(v) for v in item[key]]
-    if len(values) != len(ids):
-        raise ValueError(f"{key} has {len(values)} entries for {len(ids)} input_ids.")
-    # labels mark completion targets with their token id and everything else with -100.
-    cmask = [int(v != IGNORE_INDEX) for v in values] if key == "labels" else [int(bool(v)) for v in values]
-    cmask = [int(t > 0 and c) for t, c in enumerate(cmask)]  # position 0 is never a target
-    if not any(cmask):
-        raise ValueError(f"its {key} marks no completion token after the first position, so nothing would be trained.")
-    pmask = [int(t > 0 and not cmask[t]) for t in range(len(ids))]
-    blank = [""] * len(ids)
-    example = Example(ids, [IGNORE_INDEX] * len(ids), cmask, pmask, list(blank), list(blank), [0.0] * len(ids))
-    return example.with_masking(masking)

@@ -86,10 +86,9 @@ def ensure_pad_token(tok: Any) -> None:
     tok.pad_token = tok.eos_token
 
 
-def _from_pretrained(name: str | os.PathLike, torch_dtype: Any, trust_remote_code: bool) -> tuple[Any, Any]:
-    """Find ``name`` (a bundled or real model, a folder or a hub id) and load (tokenizer, model) from it."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def model_source(name: str | os.PathLike) -> str:
+    """Where ``name`` loads from: a bundled model's folder, a real model's converted folder
+    (:mod:`sftviz.models`), or ``name`` itself (a folder or a hub id)."""
     from .models import REAL_MODELS, converted_path
 
     if str(name) in REAL_MODELS:
@@ -98,6 +97,27 @@ def _from_pretrained(name: str | os.PathLike, torch_dtype: Any, trust_remote_cod
         source = str(BUNDLED_MODELS.get(str(name), name))
     if source.strip() == "":
         raise ValueError("name is empty: pass 'sftviz-tiny', a folder path, or a hub id such as 'gpt2'.")
+    return source
+
+
+def load_tokenizer(name: str | os.PathLike = "sftviz-tiny", *, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of a model, as it ships (no pad token added): ``name`` as in :func:`load_model`."""
+    from transformers import AutoTokenizer
+
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be a model name, hub id or folder path (a string); got {type(name).__name__}.")
+    source = model_source(name)
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Could not load the tokenizer of {str(name)!r} from {source!r}: {err}") from err
+
+
+def _from_pretrained(name: str | os.PathLike, torch_dtype: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+    """Find ``name`` (a bundled or real model, a folder or a hub id) and load (tokenizer, model) from it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = model_source(name)
     local = Path(source).expanduser()
     if local.exists() and not local.is_dir():
         raise ValueError(f"{source!r} is a file; pass the folder that holds config.json and model.safetensors.")

@@ -243,6 +243,8 @@ OPTIONAL_IMPORTS = {
     "playwright": "sv.export_figures renders the static HTML views to PNG with it (else skips them)",
     "ipykernel": "sftviz.warm_kernel is a Jupyter kernel (for grading and checking notebooks)",
     "jupyter_client": "sftviz.warm_kernel finds its kernelspec with it",
+    "trl": "the X-ray's 'trl' pipelines run TRL's SFTTrainer (the [xray] extra)",
+    "datasets": "TRL's SFTTrainer reads a datasets.Dataset (the [xray] extra)",
 }
 
 
