@@ -90,7 +90,6 @@ SEGMENTS: dict[str, Segment] = {
         Segment("system", "system", "system message: context", "system", labelled=True),
         Segment("user", "user", "user turn: context", "prompt", labelled=True),
         Segment("assistant", "assistant", "assistant turn: what SFT trains", "completion", labelled=True),
-        Segment("tool", "tool", "a tool's result, returned to the assistant: context", "system", labelled=True),
         Segment("template", "template", "role markers and control text added by the chat template", special=True),
         Segment(
             "end_of_turn",
