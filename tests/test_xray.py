@@ -11,7 +11,6 @@ import sys
 import pytest
 
 import sftviz as sv
-from conftest import make_gpt2_style_tokenizer
 from sftviz.xray import LINTS, Policy, xray
 from sftviz.xray.pipelines import template_markers
 from sftviz.xray.policy import injected_system, policy_from
@@ -41,9 +40,9 @@ STRIPS_THINK = (
 
 
 @pytest.fixture(scope="module")
-def chatml():
+def chatml(gpt2_tok):
     """A GPT-2-style tokenizer with a ChatML template and no {% generation %} markers; pad == eos."""
-    tok = make_gpt2_style_tokenizer()
+    tok = copy.deepcopy(gpt2_tok)
     tok.pad_token = tok.eos_token
     return tok
 
