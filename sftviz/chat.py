@@ -131,7 +131,8 @@ class Turn:
     ``start``..``end`` is everything the message adds to the conversation before it. ``body`` is the
     part that is the message's own: for an assistant turn, the tokens generation would produce (its
     text and its end-of-turn token, not template text after that); for other turns, the content
-    without the role header and footer.
+    without the role header and footer. ``content_start``: where an assistant's own text begins
+    inside its body; template text before it (Qwen3's empty ``<think></think>``) is boilerplate.
     """
 
     index: int
@@ -139,6 +140,7 @@ class Turn:
     start: int
     end: int
     body: tuple[int, int]
+    content_start: int | None = None  # assistant turns: the first token of the message's own text
 
 
 NOT_PREFIX_STABLE = (
@@ -182,35 +184,77 @@ def rendered_turns(tok: Any, messages: list[dict], parse_special: bool = False) 
             start = tokens.at(layout.generated[i], f"generation prompt of message {i}")
             specials = [t for t in range(start + 1, end) if tokens.ids[t] in special]
             body = (start, specials[-1] + 1 if specials else end)
-        else:  # the content, without the role's header and footer (display only, not the mask)
-            a, b = layout.contents[i]
-            body = (max(start, tokens.first_from(a)), min(end, tokens.first_from(b)))
+            lo = layout.contents[i][0]
+            content_start = next((t for t in range(*body) if tokens.ends[t] > lo), body[1])
+            turns.append(Turn(i, m["role"], start, end, body, content_start))
+            continue
+        # other turns: the content, without the role's header and footer (display only, not the mask)
+        a, b = layout.contents[i]
+        body = (max(start, tokens.first_from(a)), min(end, tokens.first_from(b)))
         turns.append(Turn(i, m["role"], start, end, body))
     return tokens, turns, layout
+
+
+def closing_text(tok: Any) -> str:
+    """Text the template writes after the last message when it is not prompting for a reply (Phi-3
+    closes every conversation with its EOS), or "". A shorter conversation's rendering carries it too,
+    so the layouts compare renderings without it."""
+    key = (tok.chat_template, tuple(tok.all_special_tokens))
+    if key not in _CLOSING:
+        probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+        closing = ""
+        try:
+            full, gen = template_text(tok, probe), template_text(tok, probe, add_generation_prompt=True)
+        except Exception:  # noqa: BLE001 -- a template that cannot render the probe: nothing to strip
+            full = gen = ""
+        if not gen.startswith(full):
+            for special in sorted(set(tok.all_special_tokens), key=len, reverse=True):
+                if special and full.endswith(special) and gen.startswith(full[: -len(special)]):
+                    closing = special
+                    break
+        _CLOSING[key] = closing
+    return _CLOSING[key]
+
+
+_CLOSING: dict[tuple, str] = {}
+
+
+def renderer(tok: Any) -> tuple[Any, str]:
+    """A renderer of conversations without the template's closing text, and that text."""
+    closing = closing_text(tok)
+
+    def render(messages: list[dict], add_generation_prompt: bool = False) -> str:
+        text = template_text(tok, messages, add_generation_prompt)
+        if closing and not add_generation_prompt and text.endswith(closing):
+            text = text[: -len(closing)]
+        return text
+
+    return render, closing
 
 
 def local_layout(tok: Any, messages: list[dict]) -> Layout | None:
     """The layout when the template renders each message on its own (a header, the content, a footer):
     each message's text is found from a window of it and the message before, so the work is linear in
     the conversation's length; the pieces must add up to the whole rendering. None for other templates."""
+    render, closing = renderer(tok)
     try:
-        first = template_text(tok, messages[:1])
+        first = render(messages[:1])
         pieces, gen_prompts, empties = [], {}, []
         for k, m in enumerate(messages):
             if k == 0:
-                before, piece, empty = "", first, template_text(tok, [{**m, "content": ""}])
+                before, piece, empty = "", first, render([{**m, "content": CONTENT_PROBE}])
             else:
-                before = template_text(tok, messages[k - 1 : k])
-                piece = _after(before, template_text(tok, messages[k - 1 : k + 1]))
-                empty = _after(before, template_text(tok, [messages[k - 1], {**m, "content": ""}]))
+                before = render(messages[k - 1 : k])
+                piece = _after(before, render(messages[k - 1 : k + 1]))
+                empty = _after(before, render([messages[k - 1], {**m, "content": CONTENT_PROBE}]))
             if m["role"] == "assistant":
-                prompt = template_text(tok, messages[max(0, k - 1) : k], add_generation_prompt=True) if k else None
+                prompt = render(messages[max(0, k - 1) : k], add_generation_prompt=True) if k else None
                 gen_prompts[k] = _after(before, prompt) if prompt is not None else None
             pieces.append(piece)
             empties.append(empty)
+        text = render(messages)
     except Exception:  # noqa: BLE001 -- a template that cannot render such windows: use the general way
         return None
-    text = template_text(tok, messages)
     if None in pieces or None in empties or "".join(pieces) != text:
         return None
     bounds, generated, contents = [0], {}, []
@@ -223,7 +267,7 @@ def local_layout(tok: Any, messages: list[dict]) -> Layout | None:
             if gen is None or not piece.startswith(gen):
                 return None
             generated[k] = bounds[k] + len(gen)
-    return Layout(text, bounds, generated, contents)
+    return Layout(text + closing, bounds, generated, contents)
 
 
 def _after(before: str, text: str | None) -> str | None:
@@ -231,34 +275,50 @@ def _after(before: str, text: str | None) -> str | None:
     return text[len(before) :] if text is not None and text.startswith(before) else None
 
 
-def _header_footer(piece: str, empty: str) -> tuple[int, int]:
-    """Lengths of a message's header and footer: what its text shares with the same message rendered
-    with empty content, from the front and then from the back."""
-    header = _common_prefix(empty, piece)
-    footer = _common_prefix(empty[header:][::-1], piece[header:][::-1])
+#: The content a message is rendered with to find its header and footer: an invisible separator, which
+#: no template trims and no content shares a first or last character with by chance.
+CONTENT_PROBE = "\u2063"
+
+
+def _header_footer(piece: str, probe: str) -> tuple[int, int]:
+    """Lengths of a message's header and footer: what comes before and after :data:`CONTENT_PROBE` in
+    the same message rendered with the probe as its content. A template that changes the probe falls
+    back to what the two renderings share, from the front and then from the back."""
+    at = probe.find(CONTENT_PROBE)
+    if at >= 0:
+        head, foot = probe[:at], probe[at + len(CONTENT_PROBE) :]
+        if piece.startswith(head) and piece.endswith(foot) and len(head) + len(foot) <= len(piece):
+            return len(head), len(foot)
+    header = _common_prefix(probe, piece)
+    footer = _common_prefix(probe[header:][::-1], piece[header:][::-1])
     return header, footer
 
 
 def prefix_layout(tok: Any, messages: list[dict]) -> Layout:
     """The layout of any prefix-stable template, by rendering every prefix of the conversation."""
-    text = template_text(tok, messages)
+    render, closing = renderer(tok)
+    text = render(messages)
     bounds, generated, contents = [0], {}, []
     for i, m in enumerate(messages):
-        upto = template_text(tok, messages[: i + 1])
-        before = template_text(tok, messages[:i]) if i else ""
+        upto = render(messages[: i + 1])
+        before = render(messages[:i]) if i else ""
         if not text.startswith(upto) or not upto.startswith(before):
             raise ValueError(NOT_PREFIX_STABLE)
         if m["role"] == "assistant":
-            head = template_text(tok, messages[:i], add_generation_prompt=True)
+            head = render(messages[:i], add_generation_prompt=True)
             if not upto.startswith(head):
                 raise ValueError(NOT_PREFIX_STABLE)
             generated[i] = max(len(head), len(before))
-        empty = template_text(tok, [*messages[:i], {**m, "content": ""}])
-        lo = max(len(before), _common_prefix(empty, upto))
-        hi = len(upto) - _common_prefix(empty[lo:][::-1], upto[lo:][::-1])
+        probe = render([*messages[:i], {**m, "content": CONTENT_PROBE}])
+        if probe.startswith(before):
+            header, footer = _header_footer(upto[len(before) :], probe[len(before) :])
+            lo, hi = len(before) + header, len(upto) - footer
+        else:
+            lo = max(len(before), _common_prefix(probe, upto))
+            hi = len(upto) - _common_prefix(probe[lo:][::-1], upto[lo:][::-1])
         contents.append((lo, max(lo, hi)))
         bounds.append(len(upto))
-    return Layout(text, bounds, generated, contents)
+    return Layout(text + closing, bounds, generated, contents)
 
 
 def _common_prefix(a: str, b: str) -> int:
@@ -298,8 +358,12 @@ def label_turns(
             is_special = full[t] in special
             if turn.role == "assistant":
                 if t < hi:
-                    segs[t] = "end_of_turn" if is_special else "assistant"
-                    cmask[t] = int(on and (train_end or not is_special))
+                    boilerplate = turn.content_start is not None and t < turn.content_start
+                    if boilerplate:  # template text the assistant "generates" before its own text
+                        segs[t] = "template"
+                    else:
+                        segs[t] = "end_of_turn" if is_special else "assistant"
+                    cmask[t] = int(on and (train_end or not is_special or boilerplate))
             elif not is_special and lo <= t < hi:
                 segs[t] = turn.role
                 cmask[t] = int(on)

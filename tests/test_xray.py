@@ -350,3 +350,94 @@ def test_the_command_prints_writes_html_and_fails_on_a_chosen_level(tmp_path, ca
     assert "--max-length applies to" in capsys.readouterr().err
     assert sftviz_main([]) == 0 and "xray" in capsys.readouterr().out
     assert sftviz_main(["nope"]) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# The families' chat formats (sftviz.xray.templates), on tokenizers built here
+# ------------------------------------------------------------------------------------------------
+
+SHAPE_CORPUS = ["How much is the lamp? 12 dollars. Colour? Teal. Let me think about the price."] * 20
+THINKING = [CHAT[0], {"role": "assistant", "content": "<think>cheap</think>12 dollars."}, CHAT[2], CHAT[3]]
+
+
+def shape_tokenizer(shape):
+    """A small byte-level BPE tokenizer with the shape's control tokens (and its own BOS when it adds one)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=list(shape.special),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    core.train_from_iterator(SHAPE_CORPUS, trainer)
+    if shape.adds_bos:
+        core.post_processor = processors.TemplateProcessing(
+            single=f"{shape.bos} $A", special_tokens=[(shape.bos, core.token_to_id(shape.bos))]
+        )
+    others = [t for t in shape.special if t not in (shape.bos, shape.eos, shape.pad)]
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=shape.bos, eos_token=shape.eos,
+                                  pad_token=shape.pad, additional_special_tokens=others)  # fmt: skip
+    tok.chat_template = shape.template
+    return tok
+
+
+# shape: (what sftviz's collator shows, what transformers' LM collator shows), on three conversations
+SHAPE_FINDINGS = {
+    "llama3": ({"template-eos-differs"}, {"template-eos-differs", "template-trained", "roles-trained"}),
+    "qwen2.5": ({"injected-system"}, {"injected-system", "injected-system-trained", "template-trained", "roles-trained"}),
+    "qwen3": ({"not-prefix-preserving", "row-failed", "template-trained"},
+              {"not-prefix-preserving", "template-trained", "roles-trained"}),
+    "mistral": (set(), {"eos-not-trained", "template-trained", "roles-trained"}),
+    "gemma": ({"template-eos-differs"}, {"template-eos-differs", "template-trained", "roles-trained"}),
+    "phi3": ({"template-eos-differs"}, {"template-eos-differs", "template-trained", "roles-trained"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SHAPE_FINDINGS))
+def test_each_family_format_shows_its_known_traps(name):
+    from sftviz.xray.marked import marked_template
+    from sftviz.xray.templates import SHAPES
+
+    tok = shape_tokenizer(SHAPES[name])
+    rows = [{"messages": THINKING}, {"messages": CHAT[2:]}, {"messages": CHAT[:2]}]
+    for pipeline, want in zip(("sftviz", "hf-lm"), SHAPE_FINDINGS[name]):
+        assert set(xray(rows, tok, pipeline).counts()) == want, (name, pipeline)
+    if name == "qwen3":  # the last turn's empty <think> block is template text the collator trains
+        rx = xray(rows[2:], tok).rows[0]
+        boiler = [rx.tokens[t] for t, s in enumerate(rx.segments) if s == "template" and rx.trained[t]]
+        assert "".join(boiler) == "<think>\n\n</think>\n\n"
+        with pytest.raises(ValueError, match="does not render each message on its own"):
+            marked_template(tok, rows)
+    else:
+        marked = marked_template(tok, rows)
+        for row in rows:
+            enc = tok.apply_chat_template(row["messages"], tokenize=True, return_dict=True,
+                                          return_assistant_tokens_mask=True, chat_template=marked)  # fmt: skip
+            ex = sv.build_example(tok, messages=row["messages"], add_bos=False)
+            assert enc["input_ids"] == ex.input_ids
+            assert enc["assistant_masks"] == [int(v != -100) for v in ex.labels], name
+
+
+def test_trl_trains_what_sftviz_trains_with_a_marked_copy_of_the_template(chatml_eot, tmp_path):
+    """A template without {% generation %}: TRL refuses assistant_only_loss; with sftviz's marked copy,
+    TRL's own preparation gives sftviz's labels."""
+    pytest.importorskip("trl")
+    from sftviz.xray.marked import marked_template
+
+    tok = with_template(chatml_eot, INJECTING)
+    rows = [*CHAT_ROWS, {"messages": [{"role": "system", "content": "Be brief."}, *CHAT]}]
+    assert fired(xray(rows, tok, "trl-assistant-only"), "all-zero-mask") == 3
+    tok.chat_template = marked_template(tok, rows)
+    report = xray(rows, tok, "trl-assistant-only")
+    assert set(report.counts()) == {"injected-system"}  # shown, not trained
+    for rx, row in zip(report.rows, rows):
+        assert rx.labels == sv.build_example(tok, messages=row["messages"], add_bos=False).labels
+    with pytest.raises(ValueError, match="no chat template"):
+        marked_template(_no_template(chatml_eot))
+
+
+def _no_template(tok):
+    tok = copy.deepcopy(tok)
+    tok.chat_template = None
+    return tok

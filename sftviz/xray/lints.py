@@ -104,13 +104,15 @@ def _eos_not_trained(rx: RowXRay, ctx: Context) -> list[tuple[str, list[int]]]:
 @lint("template-trained", "warning", "template header or boilerplate trained", ("NeMo Automodel #3739",))
 def _template_trained(rx: RowXRay, ctx: Context) -> list[tuple[str, list[int]]]:
     injected = set(rx.injected)
-    extra = [t for t, kind in rx.disagreements
-             if kind == "extra" and rx.segments[t] in ("template", "bos") and t not in injected]  # fmt: skip
+    extra = [t for t, on in enumerate(rx.trained) if on and rx.segments[t] in ("template", "bos") and t not in injected]
     if not extra:
         return []
+    asked = sum(1 for t in extra if rx.expected[t])
+    also = (
+        f" The policy asks for {asked} of them: the template writes them inside the assistant's turn." if asked else ""
+    )
     return [(f"The pipeline trains {len(extra)} token(s) the chat template wrote (role headers, control text, "
-             f"boilerplate such as an empty <think></think>) that the policy does not: {rx.positions_text(extra)}.",
-             extra)]  # fmt: skip
+             f"boilerplate such as an empty <think></think>): {rx.positions_text(extra)}.{also}", extra)]  # fmt: skip
 
 
 @lint("roles-trained", "warning", "turns of roles the policy does not train are trained",
