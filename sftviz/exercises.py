@@ -27,6 +27,7 @@ from .mystery import (
     mystery_runs,
     write_case,
 )
+from .xray_checks import check_xray_prediction
 
 __all__ = [
     "CURVE_SIGNS",
@@ -42,6 +43,7 @@ __all__ = [
     "check_number",
     "check_predicting_position",
     "check_prediction",
+    "check_xray_prediction",
     "clues",
     "confirm_hallmarks",
     "curve_ends",

@@ -441,3 +441,32 @@ def _no_template(tok):
     tok = copy.deepcopy(tok)
     tok.chat_template = None
     return tok
+
+
+def test_token_view_of_an_xray_row_marks_each_disagreement(bundled_tok):
+    from sftviz import widgets as W
+
+    report = xray(sv.load_dataset("support-chat")[:1], bundled_tok, pipeline="hf-lm")
+    rx = report.rows[0]
+    view = W.TokenView(rx)
+    flags = {t["position"]: t["xray"] for t in view.tokens if t["xray"]}
+    assert flags == dict(rx.disagreements) and view.title == "X-ray of row 0"
+    assert any("X-ray: trained, the policy says no" in t["tip"] for t in view.tokens)
+    html = view.static_html()
+    assert html.count('class="sftviz-xr"') == len(flags) and "sftviz-xrayview" in html
+    first = min(flags)
+    view.set_trained(first, not rx.trained[first])  # trained as the policy asks: no mark there any more
+    assert first not in {t["position"] for t in view.tokens if t["xray"]}
+    with pytest.raises(ValueError, match="one value"):
+        W.TokenView(rx.example(), expected=[1, 0])
+
+
+def test_a_turn_opener_used_as_bos_is_named(chatml_eot):
+    """SmolLM2's shape: its nominal BOS is ChatML's <|im_start|>; sftviz prepends it to plain rows, TRL does not."""
+    tok = copy.deepcopy(chatml_eot)
+    tok.bos_token = "<|im_start|>"
+    assert fired(xray(PAIRS, tok, "sftviz"), "bos-added") == 2
+    assert fired(xray(PAIRS, tok, "hf-lm"), "bos-added") == 0  # no BOS there
+    assert fired(xray(CHAT_ROWS, tok, "sftviz"), "bos-added") == 0  # the template writes it: aligned
+    gpt2_like = copy.deepcopy(chatml_eot)  # <|endoftext|> as BOS, never a turn opener
+    assert fired(xray(PAIRS, gpt2_like, "sftviz"), "bos-added") == 0

@@ -320,6 +320,74 @@ else:
     assert trl_labels == ours
 
 # %% [markdown]
+# ## X-ray: what three pipelines really train on the same rows
+#
+# Everything above builds labels by construction. Real pipelines often build them another way, and the
+# most common SFT bugs are masks that are silently wrong. `sv.xray` runs a pipeline for real on your
+# rows and shows every token it trains beside what you mean to train (here: the completion and its
+# EOS), marking each disagreement (`+` trained though it should not be, `−` not trained though it
+# should be) and naming the known bug behind it. Three pipelines, the same two rows:
+#
+# * `sftviz`: `sv.SFTCollator`, the collator of this course;
+# * `hf-lm`: transformers' `DataCollatorForLanguageModeling(mlm=False)` on the tokenized text, with the pad
+#   token set to the EOS, as many scripts do for a tokenizer without one;
+# * `marker`: masking by a response-marker string, `" Assistant:"` (with a space before it, as in a
+#   template written `"... Assistant:"`): train what follows the marker, mask what comes before.
+#
+# ### Exercise 4: predict before you look
+#
+# For each pipeline, predict whether it trains the **prompt** and whether it trains the **EOS**, as a pair
+# of `True`/`False`.
+
+# %%
+import copy
+
+xray_rows = sv.load_splits(DATASET, eval_fraction=EVAL_FRACTION)[0][:2]
+pad_is_eos = copy.deepcopy(tok)
+pad_is_eos.pad_token = pad_is_eos.eos_token
+print("the first row's prompt ends with", repr(xray_rows[0]["prompt"][-30:]))
+
+# %% nbgrader={"grade": false, "grade_id": "xray-prediction", "locked": false, "schema_version": 3, "solution": true, "task": false}
+xray_prediction = None  # {"sftviz": (trains the prompt?, trains the EOS?), "hf-lm": (...), "marker": (...)}
+### BEGIN SOLUTION
+xray_prediction = {"sftviz": (False, True), "hf-lm": (True, False), "marker": (False, False)}
+### END SOLUTION
+
+# %% [markdown]
+# Now the X-ray of each pipeline, and the check of your prediction against it.
+
+# %%
+xrays = {
+    "sftviz": sv.xray(xray_rows, tok, "sftviz"),
+    "hf-lm": sv.xray(xray_rows, pad_is_eos, "hf-lm"),
+    "marker": sv.xray(xray_rows, tok, "marker", response_part=" Assistant:"),
+}
+for name, report in xrays.items():
+    st = report.stats()
+    print(f"{name:7}: {st['trained']:3} of {st['tokens']:3} tokens trained; lints: {', '.join(sorted(report.counts())) or 'none'}")
+xray_check = exercises.check_xray_prediction(xray_prediction, xrays)
+xray_check
+
+# %% nbgrader={"grade": true, "grade_id": "xray-prediction-points", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Points for nbgrader: 1 when the prediction above is right (the cell above gives the feedback).
+exercises.points(xray_check)
+
+# %% [markdown]
+# The report of the language-modelling collator: the share of each kind of token trained, each lint with
+# the issue it comes from and its first example, then the first row token by token (`report.view(rows=5)`
+# shows more; `print(report.text())` gives the same in a terminal, and `python -m sftviz xray data.jsonl
+# --pipeline hf-lm` from a shell).
+
+# %%
+xrays["hf-lm"].view(rows=1)
+
+# %% [markdown]
+# One row of it in a TokenView: each disagreement carries its badge, and hovering a token says why.
+
+# %%
+W.TokenView(xrays["hf-lm"].rows[0], editable=False)
+
+# %% [markdown]
 # ## Check your understanding
 
 # %%

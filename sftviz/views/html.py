@@ -51,6 +51,7 @@ __all__ = [
     "legend_html",
     "logprob_html",
     "logprob_table_html",
+    "minify",
     "quiz_html",
     "runs_table_html",
     "seglabel_html",
@@ -73,7 +74,8 @@ def _css() -> str:
     return segment_css() + common
 
 
-def _minify(css: str) -> str:
+def minify(css: str) -> str:
+    """CSS without comments and extra whitespace."""
     css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
     css = re.sub(r"\s+", " ", css)
     return re.sub(r"\s*([{};:,>])\s*", r"\1", css).strip()
@@ -81,7 +83,7 @@ def _minify(css: str) -> str:
 
 def style_tag() -> str:
     """The ``<style>`` block the static views need (the same CSS the live widgets use, minified)."""
-    return "<style>" + _minify(_css()) + "</style>"
+    return "<style>" + minify(_css()) + "</style>"
 
 
 def esc(value: object) -> str:

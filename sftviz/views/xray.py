@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .html import esc, legend_html, style_tag, token_chip_html
+from .html import CSS_PATH, esc, legend_html, minify, style_tag, token_chip_html
 from .records import token_records
 from .vocab import segment_words
 
@@ -18,44 +18,66 @@ if TYPE_CHECKING:
     from ..xray.core import RowXRay, XRayReport
 
 BADGE = {"extra": ("+", "trained, the policy says no"), "missing": ("\u2212", "not trained, the policy asks for it")}
-XRAY_CSS = (
-    ".sftviz .sftviz-xr{display:inline-flex;flex-direction:column;align-items:center;border-radius:4px;padding:1px}"
-    ".sftviz .sftviz-xr[data-sftviz-xray=extra]{outline:3px solid #D55E00}"
-    ".sftviz .sftviz-xr[data-sftviz-xray=missing]{outline:3px dashed #0072B2}"
-    ".sftviz .sftviz-xr-badge{font-size:11px;font-weight:700;line-height:1.1;padding:0 3px;border-radius:3px;"
-    "color:#1a1a1a;background:#ffffff;border:1px solid #595959}"
-    ".sftviz .sftviz-xr-lint{margin:6px 0 10px;padding:4px 8px;border-left:4px solid var(--sv-border)}"
-    ".sftviz .sftviz-xr-lint[data-level=error]{border-left-color:#D55E00}"
-    ".sftviz .sftviz-xr-lint[data-level=warning]{border-left-color:#E69F00}"
-    ".sftviz .sftviz-xr-level{font-weight:700;text-transform:uppercase;margin-right:6px}"
-    ".sftviz .sftviz-xr-row{margin:10px 0;border-top:1px solid var(--sv-border);padding-top:4px}"
-    ".sftviz h2,.sftviz h3{font-size:15px;margin:14px 0 4px}"
-    ".sftviz .sftviz-xr-figures{display:flex;flex-wrap:wrap;gap:0 28px;align-items:flex-start}"
-)
+
+
+def xray_css() -> str:
+    """The X-ray's stylesheet (``widgets/xray.css``, shared with the TokenView widget), minified."""
+    try:
+        return minify((CSS_PATH.parent / "xray.css").read_text(encoding="utf-8"))
+    except OSError:  # a broken install still shows the badges, just plainer
+        return ""
+
+
+def xray_wrap(chip: str, flag: str | None) -> str:
+    """A token element wrapped with its disagreement badge (``flag``: "extra", "missing" or None)."""
+    if not flag:
+        return chip
+    sign, words = BADGE[flag]
+    return (f'<span class="sftviz-xr" data-sftviz-xray="{flag}" title="{esc(words)}">{chip}'
+            f'<span class="sftviz-xr-badge" aria-label="{esc(words)}">{sign}</span></span>')  # fmt: skip
+
+
+def mark_records(records: list[dict], expected: list) -> list[dict]:
+    """Add each record's X-ray flag (``rec["xray"]``: "extra", "missing" or None) against ``expected``
+    (per position: 1 the policy trains it, 0 it does not, None not in its sequence), with a tooltip line."""
+    for rec in records:
+        t = rec["position"]
+        want = expected[t] if t < len(expected) else None
+        have = bool(rec["trained"]) and t > 0
+        flag = None if want is None or have == bool(want) else ("extra" if have else "missing")
+        rec["xray"] = flag
+        if flag:
+            rec["tip"] = [*rec["tip"], "X-ray: " + BADGE[flag][1]]
+    return records
 
 
 def _chips(rx: RowXRay, positions: set[int] | None = None) -> str:
     """The row's tokens, each disagreement wrapped with its badge; ``positions`` limits the strip to
     a window around them (for a lint's first example)."""
-    flags = dict(rx.disagreements)
-    records = token_records(rx.example())
+    records = mark_records(token_records(rx.example()), rx.expected)
     keep = range(len(records))
     if positions:
         lo, hi = max(0, min(positions) - 8), min(len(records), max(positions) + 9)
         keep = range(lo, hi)
     out = ['<div class="sftviz-strip">']
     for t in keep:
-        chip = token_chip_html(records[t], show_logprob=False)
-        flag = flags.get(t)
-        if flag:
-            sign, words = BADGE[flag]
-            chip = (f'<span class="sftviz-xr" data-sftviz-xray="{flag}" title="{esc(words)}">{chip}'
-                    f'<span class="sftviz-xr-badge" aria-label="{esc(words)}">{sign}</span></span>')  # fmt: skip
-        out.append(chip)
+        out.append(xray_wrap(token_chip_html(records[t], show_logprob=False), records[t]["xray"]))
         if records[t]["newline"]:
             out.append('<span class="sftviz-break"></span>')
     out.append("</div>")
     return "".join(out)
+
+
+def xray_strip_html(records: list[dict], *, title: str | None = None) -> str:
+    """Static HTML of marked records (:func:`mark_records`): the TokenView of an X-ray row."""
+    chips = []
+    for rec in records:
+        chips.append(xray_wrap(token_chip_html(rec, show_logprob=False), rec.get("xray")))
+        if rec["newline"]:
+            chips.append('<span class="sftviz-break"></span>')
+    head = f'<div class="sftviz-title">{esc(title)}</div>' if title else ""
+    return (f'{style_tag()}<style>{xray_css()}</style><div class="sftviz sftviz-static sftviz-tokenview sftviz-xrayview">'
+            f'{head}<div class="sftviz-strip">{"".join(chips)}</div>{legend_html(r["segment"] for r in records)}</div>')  # fmt: skip
 
 
 def _row_html(rx: RowXRay) -> str:
@@ -132,7 +154,7 @@ def _lints_html(report: XRayReport) -> str:
 
 def xray_html(report: XRayReport, *, rows: int = 20, style: bool = True) -> str:
     """The report as an HTML fragment (a notebook output): figures, lints, the first ``rows`` rows."""
-    parts = [style_tag() if style else "", f"<style>{XRAY_CSS}</style>" if style else ""]
+    parts = [style_tag() if style else "", f"<style>{xray_css()}</style>" if style else ""]
     parts.append('<div class="sftviz sftviz-static sftviz-xray">')
     parts.append(f'<div class="sftviz-title">sftviz X-ray: {esc(report.pipeline_description)}</div>')
     parts.append(f'<div class="sftviz-summary">policy: {esc(report.policy.describe())}<br>tokenizer: '

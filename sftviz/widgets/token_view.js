@@ -24,6 +24,18 @@ function render({ model, el }) {
   el.appendChild(root);
   const tip = svTooltip(root);
 
+  // An X-ray row (TokenView(report.rows[i])): a token that disagrees with the policy gets a badge.
+  const XRAY = { extra: ["+", "trained, the policy says no"], missing: ["\u2212", "not trained, the policy asks for it"] };
+  function xrayWrap(c, rec) {
+    if (!rec.xray || !XRAY[rec.xray]) return c;
+    const w = svEl("span", "sftviz-xr");
+    w.dataset.sftvizXray = rec.xray;
+    const badge = svEl("span", "sftviz-xr-badge", XRAY[rec.xray][0]);
+    badge.setAttribute("aria-label", XRAY[rec.xray][1]);
+    w.append(c, badge);
+    return w;
+  }
+
   function chip(rec, role) {
     const c = svChip(rec, { role });
     c._svTip = role === "input" ? ["read as input at position " + rec.position].concat(rec.tip) : rec.tip;
@@ -34,7 +46,7 @@ function render({ model, el }) {
       c.setAttribute("aria-label", "token " + rec.position + " " + JSON.stringify(rec.text) + ", " +
         svSegmentWords(rec.segment) + ", " + (rec.trained ? "trained" : "masked") + ". " + (rec.tip || []).join(". "));
     }
-    return c;
+    return role === "input" ? c : xrayWrap(c, rec);
   }
 
   function draw() {
@@ -46,6 +58,7 @@ function render({ model, el }) {
     shiftBox.checked = shifted;
     hint.classList.toggle("sftviz-hidden", !model.get("editable"));
     root.classList.toggle("sftviz-editable", !!model.get("editable"));
+    root.classList.toggle("sftviz-xrayview", recs.some((r) => r.xray !== undefined));
     // Keep the keyboard focus on the same token across the redraw (a toggle redraws the whole strip).
     const focused = body.contains(document.activeElement) ? document.activeElement : null;
     const keep = focused && focused.dataset ? [focused.dataset.sftvizPosition, focused.dataset.sftvizRole] : null;

@@ -8,7 +8,8 @@ from ..data import Example
 from ..logprobs import ScoreReport
 from ..views.html import token_html
 from ..views.records import example_and_report, example_summary, notes_of, token_records
-from ._base import SftvizWidget, json_safe, module_source, stylesheet
+from ..views.xray import mark_records, xray_strip_html
+from ._base import SftvizWidget, json_safe, module_source, read_asset, stylesheet
 
 
 class TokenView(SftvizWidget):
@@ -21,6 +22,9 @@ class TokenView(SftvizWidget):
         shifted: start in the shifted view (inputs row over targets row).
         editable: let clicks toggle trained/masked (default True).
         title: an optional heading.
+        expected: what a policy trains, per token (1, 0, or None where it has no say): each token that
+            disagrees gets a badge, "+" (trained, the policy says no) or "\u2212" (not trained, the policy
+            asks). ``TokenView(report.rows[i])`` takes an X-ray row (:func:`sftviz.xray`) and its policy.
 
     Each token shows its segment (prompt, completion, EOS, chat roles) and whether it is trained:
     trained tokens have a solid border, an underline and a check badge; masked tokens are dashed,
@@ -34,7 +38,7 @@ class TokenView(SftvizWidget):
     """
 
     _esm = module_source("token_view.js")
-    _css = stylesheet("token_view.css")
+    _css = stylesheet("token_view.css") + "\n" + read_asset("xray.css")
 
     tokens = traitlets.List().tag(sync=True)
     trained = traitlets.List().tag(sync=True)
@@ -53,23 +57,35 @@ class TokenView(SftvizWidget):
         shifted: bool = False,
         editable: bool = True,
         title: str = "",
+        expected: list | None = None,
         **kwargs: object,
     ):
+        if hasattr(example, "disagreements") and hasattr(example, "expected"):  # an X-ray row
+            expected = example.expected if expected is None else expected
+            title = title or f"X-ray of row {example.index}"
+            example = example.example()
         ex, report = example_and_report(example, scores)
+        if expected is not None and (not isinstance(expected, (list, tuple)) or len(expected) != len(ex)):
+            raise ValueError(f"expected must list one value (1, 0 or None) per token ({len(ex)}).")
         self.example = ex
         self.report = report
+        self.expected = None if expected is None else list(expected)
         self._syncing = False
         super().__init__(shifted=bool(shifted), editable=bool(editable), title=str(title or ""), **kwargs)
         self.refresh()
 
     # -- Python API ---------------------------------------------------------------------------
 
+    def _records(self) -> list[dict]:
+        records = token_records(self.example, self.report)
+        return records if self.expected is None else mark_records(records, self.expected)
+
     def refresh(self) -> None:
         """Re-read the example (after changing it from Python) and update the view."""
         self._syncing = True
         try:
             with self.hold_trait_notifications():
-                self.tokens = json_safe(token_records(self.example, self.report))
+                self.tokens = json_safe(self._records())
                 self.trained = [bool(v) for v in self.example.trained]
                 self.labels = list(self.example.labels)
                 self.summary = example_summary(self.example)
@@ -145,7 +161,7 @@ class TokenView(SftvizWidget):
         self._syncing = True
         try:
             with self.hold_trait_notifications():
-                self.tokens = json_safe(token_records(self.example, self.report))
+                self.tokens = json_safe(self._records())
                 self.labels = list(self.example.labels)
                 self.summary = example_summary(self.example)
         finally:
@@ -155,6 +171,8 @@ class TokenView(SftvizWidget):
 
     def static_html(self) -> str:
         """The example as static HTML (:func:`sftviz.render.token_html`), in the view's current mode."""
+        if self.expected is not None:
+            return xray_strip_html(self._records(), title=self.title or None)
         return token_html(self.example, self.report, shifted=self.shifted, title=self.title or None)
 
     def __repr__(self) -> str:

@@ -283,14 +283,30 @@ class XRayReport:
 
         Path(path).write_text(self.to_html(rows=rows), encoding="utf-8")
 
-    def _repr_html_(self) -> str:
-        from ..views.xray import xray_html
+    def view(self, rows: int = 5) -> ReportView:
+        """The report as a notebook output showing its first ``rows`` rows (displaying the report itself
+        shows 5)."""
+        return ReportView(self, rows)
 
-        return xray_html(self, rows=5)
+    def _repr_html_(self) -> str:
+        return ReportView(self, 5)._repr_html_()
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(self.counts().items())) or "no findings"
         return f"XRayReport({len(self.rows)} rows, pipeline {self.pipeline!r}, {counts})"
+
+
+@dataclass
+class ReportView:
+    """An :class:`XRayReport` as a notebook shows it (:meth:`XRayReport.view`)."""
+
+    report: XRayReport
+    rows: int
+
+    def _repr_html_(self) -> str:
+        from ..views.xray import xray_html
+
+        return xray_html(self.report, rows=self.rows)
 
 
 def xray(

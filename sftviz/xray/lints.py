@@ -212,6 +212,42 @@ def _doubled_bos(rx: RowXRay, ctx: Context) -> list[tuple[str, list[int]]]:
              "tokenizer adds another. Tokenize the rendered text with add_special_tokens=False.", [0, 1])]  # fmt: skip
 
 
+@lint("bos-added", "info", "a BOS the tokenizer itself does not add", ())
+def _bos_added(rx: RowXRay, ctx: Context) -> list[tuple[str, list[int]]]:
+    bos = ctx.tok.bos_token_id
+    if bos is None or not rx.input_ids or rx.input_ids[0] != bos or rx.expected[0] is not None:
+        return []
+    if not _surprising_bos(ctx.tok):
+        return []  # the tokenizer adds it too, or it is a plain BOS: nothing surprising
+    return [(f"The pipeline starts this plain-text row with {ctx.tok.bos_token!r}, the tokenizer's nominal BOS, "
+             "which its chat template uses to open every turn and which neither the tokenizer nor TRL adds to "
+             "plain text: the model learns after a turn opener it will not see when you generate from "
+             "tok(prompt). sv.build_example(..., add_bos=False) leaves it out.", [0])]  # fmt: skip
+
+
+def _surprising_bos(tok: Any) -> bool:
+    """A BOS the tokenizer does not add to text itself and its chat template uses to open turns."""
+    key = (getattr(tok, "chat_template", None), tok.bos_token, len(tok))
+    if key not in _SURPRISING:
+        _SURPRISING[key] = tok("a")["input_ids"][:1] != [tok.bos_token_id] and _opens_turns(tok)
+    return _SURPRISING[key]
+
+
+_SURPRISING: dict[tuple, bool] = {}
+
+
+def _opens_turns(tok: Any) -> bool:
+    """Whether the chat template writes the BOS token more than once in a two-message conversation."""
+    if getattr(tok, "chat_template", None) is None or not tok.bos_token:
+        return False
+    try:
+        text = tok.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                                       tokenize=False)  # fmt: skip
+    except Exception:  # noqa: BLE001 -- a template that cannot render the probe
+        return False
+    return text.count(tok.bos_token) > 1
+
+
 # --------------------------------------------------------------------------------------------
 # Dataset lints
 # --------------------------------------------------------------------------------------------

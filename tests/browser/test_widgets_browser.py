@@ -385,6 +385,24 @@ def test_quiz_answer_by_keyboard_keeps_focus_on_the_choice(nb):
     nb.screenshot(out, "quiz")
 
 
+def test_xray_marks_in_the_token_view_and_the_report_match_python(nb):
+    want = json.loads(nb.marker("SFTVIZ_E2E_XRAY"))
+    view, report = VIEWS["xray_token_view"], VIEWS["xray_report"]
+    nb.wait_js("the X-ray views", "css => !!document.querySelector(css)", report, timeout=30)
+    marks = nb.js("css => [...document.querySelectorAll(css + ' .sftviz-xr')].map(e => e.dataset.sftvizXray)", view)
+    assert len(marks) == want["marks"] > 0 and set(marks) <= {"extra", "missing"}
+    # every mark says what it means in words (not colour alone), for a screen reader too
+    labels = nb.js(
+        "css => [...document.querySelectorAll(css + ' .sftviz-xr-badge')].map(e => e.getAttribute('aria-label'))", view
+    )
+    assert all(label and "policy" in label for label in labels)
+    lints = nb.js(
+        "css => [...document.querySelectorAll(css + ' [data-sftviz-lint]')].map(e => e.dataset.sftvizLint)", report
+    )
+    assert sorted(lints) == want["lints"]
+    nb.screenshot(nb.output(report), "xray_report")
+
+
 def test_no_uncaught_errors_in_the_page(nb):
     ours = [e for e in nb.page_errors if "sftviz" in e or "anywidget" in e or "widget" in e.lower()]
     assert not ours, f"uncaught errors in the page: {ours[:3]}"
@@ -404,6 +422,8 @@ VIEWS = {
     "gradient_view": ".sftviz-gradview",
     "quiz": QUIZ,
     "static_view": ".sftviz-static.sftviz-logprobview",
+    "xray_token_view": ".sftviz-tokenview.sftviz-xrayview",
+    "xray_report": ".sftviz-static.sftviz-xray",
 }
 THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
 
