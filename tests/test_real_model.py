@@ -200,7 +200,13 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # work with the real tokenizer, and the supervised head is measured at the real vocabulary.
 ON_THE_REAL_MODEL = {
     "01": ["world capitals: above chance in both forms", "the shop's facts: at chance in both forms"],
-    "02": ["separately:", "parse_special_tokens=False: 6 control tokens", "'<|im_end|>\\n<|im_start|>user\\n'"],
+    "02": [
+        "separately:",
+        "parse_special_tokens=False: 6 control tokens",
+        "'<|im_end|>\\n<|im_start|>user\\n'",
+        "lints: bos-added",
+        "lints: all-zero-mask, eos-not-trained",
+    ],
     "03": ["same gradients: True", "the output layer (49,152 words x 576 dimensions)"],
     # Notebooks 4 and 5 with a few steps: they run through and say what such short runs cannot show.
     "04": ["support: 3 runs in", "2 steps are too few points to say how flat", "random start: held-out exact match"],

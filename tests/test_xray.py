@@ -4,6 +4,7 @@ bug and on one without (no false alarm)."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import subprocess
 import sys
@@ -338,12 +339,13 @@ def test_the_command_prints_writes_html_and_fails_on_a_chosen_level(tmp_path, ca
         return subprocess.run([sys.executable, "-m", "sftviz", "xray", str(data), *args],
                               capture_output=True, text=True, timeout=120)  # fmt: skip
 
-    ok = run("--pipeline", "sftviz", "--html", str(html))
+    ok = run("--pipeline", "sftviz", "--html", str(html))  # one real process: python -m sftviz xray
     assert ok.returncode == 0, ok.stderr  # a warning only; the default fails on errors
     assert "template-eos-differs" in ok.stdout and html.stat().st_size > 2000
-    bad = run("--pipeline", "hf-lm", "--rows", "1", "--fail-on", "warning")
-    assert bad.returncode == 1 and "template-trained" in bad.stdout and "findings at level warning" in bad.stderr
-    # in-process: the same entry points
+    # in-process: the same entry point
+    assert sftviz_main(["xray", str(data), "--pipeline", "hf-lm", "--rows", "1", "--fail-on", "warning"]) == 1
+    out = capsys.readouterr()
+    assert "template-trained" in out.out and "findings at level warning" in out.err
     assert sftviz_main(["xray", str(data), "--model", str(tmp_path / "nowhere")]) == 2
     assert "Could not load the tokenizer" in capsys.readouterr().err
     assert sftviz_main(["xray", str(data), "--pipeline", "hf-lm", "--max-length", "8"]) == 2
@@ -470,3 +472,38 @@ def test_a_turn_opener_used_as_bos_is_named(chatml_eot):
     assert fired(xray(CHAT_ROWS, tok, "sftviz"), "bos-added") == 0  # the template writes it: aligned
     gpt2_like = copy.deepcopy(chatml_eot)  # <|endoftext|> as BOS, never a turn opener
     assert fired(xray(PAIRS, gpt2_like, "sftviz"), "bos-added") == 0
+
+
+def test_rows_from_a_datasets_dataset(chatml_eot):
+    from datasets import Dataset
+
+    report = xray(Dataset.from_list(PAIRS), chatml_eot, "sftviz")
+    assert [rx.kind for rx in report.rows] == ["prompt_completion"] * 2 and not report.findings
+
+
+def test_smollm2s_real_tokenizer_and_template():
+    """The real model's tokenizer (installed in CI): its injected system prompt, pad == eos, TRL's refusal
+    of its template, and sftviz's marked copy that TRL then trains as sftviz does."""
+    from sftviz import models
+    from sftviz.modeling import load_tokenizer
+    from sftviz.xray.marked import marked_template
+
+    try:
+        models.converted_path(convert=False)
+    except ValueError as err:
+        pytest.skip(f"the real model is not installed: {err}")
+    tok = load_tokenizer("smollm2-135m-instruct")
+    rows = [
+        {"messages": [m for m in r["messages"] if m["role"] != "system"]} for r in sv.load_dataset("support-chat")[:3]
+    ]
+    lm = xray(rows, tok, "hf-lm")
+    assert {"injected-system", "injected-system-trained", "eos-not-trained"} <= set(lm.counts())
+    assert "pad == eos" in lm.first("eos-not-trained").message
+    assert fired(xray(sv.load_dataset("support")[:2], tok, "sftviz"), "bos-added") == 2
+    if importlib.util.find_spec("trl") is None:
+        return
+    assert fired(xray(rows, tok, "trl-assistant-only"), "all-zero-mask") == 3
+    marked = copy.deepcopy(tok)
+    marked.chat_template = marked_template(tok, rows)
+    report = xray(rows, marked, "trl-assistant-only")
+    assert not report.stats()["rows_differ"] and "all-zero-mask" not in report.counts()

@@ -308,6 +308,9 @@ class ReportView:
 
         return xray_html(self.report, rows=self.rows)
 
+    def __repr__(self) -> str:
+        return repr(self.report)
+
 
 def xray(
     data: Any,

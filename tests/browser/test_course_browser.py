@@ -165,8 +165,9 @@ def test_committed_notebook_is_legible_before_it_runs(jupyter_lab, page, budget,
     masked = [b for b in boxes if b["top"] == "dashed"]
     trained = [b for b in boxes if b["top"] == "solid" and b["weight"] >= 600]
     assert masked and trained, f"trained and masked tokens should look different: {boxes[:5]}"
-    # (the rest are the shifted view's input row, solid and thin, and the legend's segment swatches)
-    assert len(masked) > len(trained) >= 10, (len(masked), len(trained))
+    # (the rest are the shifted view's input row, solid and thin, and the legend's segment swatches; the
+    # X-ray of a pipeline that trains almost everything makes trained boxes as many as masked ones)
+    assert len(masked) >= 10 and len(trained) >= 10, (len(masked), len(trained))
     assert all(b["bg"] not in ("rgba(0, 0, 0, 0)", "transparent") for b in masked + trained)
     view.screenshot(page.locator(".jp-OutputArea-output:has(span.sftviz-tok)").first, "committed_untrusted_02")
     # In the dark theme too, every text of the static views stays readable: the inline styles give the
