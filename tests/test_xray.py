@@ -507,3 +507,18 @@ def test_smollm2s_real_tokenizer_and_template():
     marked.chat_template = marked_template(tok, rows)
     report = xray(rows, marked, "trl-assistant-only")
     assert not report.stats()["rows_differ"] and "all-zero-mask" not in report.counts()
+
+
+def test_many_rows_are_split_over_forked_processes_with_the_same_result(bundled_tok):
+    from sftviz.xray.core import policy_examples
+
+    rows = (sv.load_dataset("support-chat") * 8)[:400]
+    forked = policy_examples(bundled_tok, rows, Policy(), workers=2)
+    serial = policy_examples(bundled_tok, rows, Policy(), workers=1)
+    assert [e.labels for e, _ in forked] == [e.labels for e, _ in serial]
+
+    def fails(row):
+        raise RuntimeError("my pipeline broke")
+
+    report = xray(rows[:2], bundled_tok, fails)  # a user's function: its error marks the row, and goes on
+    assert fired(report, "row-failed") == 2 and "my pipeline broke" in report.first("row-failed").message

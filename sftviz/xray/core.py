@@ -184,11 +184,19 @@ def policy_examples(tok: Any, rows: list[dict], policy: Policy, workers: int | N
     _FORKED = (tok, rows, policy)
     step = -(-len(rows) // (workers * 4))
     chunks = [(i, min(i + step, len(rows))) for i in range(0, len(rows), step)]
+    # The fast tokenizer warns in a forked child when the parent has used its threads: they are off
+    # in the children (the setting is inherited at the fork) and unchanged here afterwards.
+    was = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             return [item for part in pool.map(_expected_chunk, chunks) for item in part]
     finally:
         _FORKED = ()
+        if was is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = was
 
 
 def _compare(rx: RowXRay, ex: Example | None, tok: Any) -> None:
@@ -371,7 +379,12 @@ def xray(
 
 
 def _tok_name(tok: Any) -> str:
-    name = getattr(tok, "name_or_path", "") or type(tok).__name__
+    """The tokenizer in words: its folder's name (not the machine's path to it) or hub id, and its specials."""
+    from pathlib import Path
+
+    name = str(getattr(tok, "name_or_path", "") or type(tok).__name__)
+    if Path(name).is_dir():
+        name = Path(name).name
     return f"{name} ({len(tok)} tokens; bos {tok.bos_token!r}, eos {tok.eos_token!r}, pad {tok.pad_token!r})"
 
 

@@ -67,6 +67,8 @@ class Pipeline:
     name = "pipeline"
     description = ""
     notes: list[str]
+    #: The errors that mark one row as failed (others stop the X-ray: they are bugs of the pipeline).
+    row_errors: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError)
 
     def __init__(self) -> None:
         self.notes = []
@@ -76,7 +78,7 @@ class Pipeline:
         for row in rows:
             try:
                 out.append(self.build(row, tok))
-            except (ValueError, TypeError, KeyError) as err:
+            except self.row_errors as err:
                 out.append(Built(error=f"{type(err).__name__}: {err}"))
         return out
 
@@ -105,7 +107,7 @@ class SftvizPipeline(Pipeline):
         return super().run(rows, tok)
 
     def build(self, row: dict, tok: Any) -> Built:
-        if row_kind(row) == "sharegpt":
+        if row_kind(row) == "sharegpt":  # SFTCollator reads messages: converted first, as a user would
             messages, _ = conversation(row)
             row = {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
         return _from_batch(self.collate([row]))
@@ -130,7 +132,10 @@ class GivenPipeline(Pipeline):
 
 
 class CallablePipeline(Pipeline):
-    """A user's function ``row -> {"input_ids", "labels"}`` (None to drop the row)."""
+    """A user's function ``row -> {"input_ids", "labels"}`` (None to drop the row). Any exception it
+    raises on a row marks that row as failed, with the exception, and the X-ray goes on."""
+
+    row_errors = (Exception,)
 
     def __init__(self, fn: Callable[[dict], Any], name: str | None = None) -> None:
         super().__init__()
