@@ -97,6 +97,7 @@ sections stay as they are).
 | `bench/bench_autograde.py` | autograding | nbgrader autograde of a class of the whole course, with the run cache vs without |
 | `bench/bench_real_model.py` | the real model | `sv.load_model("smollm2-135m-instruct")` offline in a fresh process vs sftviz-tiny, against a 3 s target |
 | `bench/bench_xray.py` | the X-ray | `python -m sftviz xray` on 10,000 chat rows per pipeline vs tokenizing them alone, against a 30 s target |
+| `bench/bench_packing.py` | packing | training tokens/s of packed rows (`SFTCollator(packing="boundaries")`) vs padded batches on `support` and `explain`, against a 1.5x goal |
 | `bench/bench_gpu.py` | notebook 4 on a GPU | notebook 4's experiment on both models: steps/s, peak memory, speed-up per step vs this machine's CPU |
 
 Timing on a shared machine: wall-clock figures (the default) are what a learner sees on 2 cores, but
@@ -127,6 +128,7 @@ ORDER = (
     "bench_real_model",
     "bench_gpu",
     "bench_xray",
+    "bench_packing",
 )
 _SECTION = re.compile(r"<!-- ([\w.-]+):begin -->.*?<!-- \1:end -->", re.S)
 

@@ -24,6 +24,7 @@ from .gradients import TokenGradients, token_gradients
 from .logprobs import LogProbCheck, ScoreReport, TokenScore, check_logprobs, score, score_batch
 from .loss import LossBreakdown, NothingToTrainWarning, loss_breakdown, sft_loss, supervised_head_loss, token_nll
 from .modeling import load_model, resolve_device
+from .packing import pack
 from .train import (
     CallbackError,
     EvalRecord,
@@ -75,6 +76,7 @@ __all__ = [
     "load_splits",
     "loss_breakdown",
     "masking_experiment",
+    "pack",
     "resolve_device",
     "score",
     "score_batch",

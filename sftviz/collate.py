@@ -16,6 +16,7 @@ import torch
 
 from .checks import check_bool, check_int
 from .data import IGNORE_INDEX, Example, check_masking, to_example
+from .packing import check_mode, pack_examples, packed_rows
 
 #: Modules whose training loops call a data collator and compute their own loss from ``labels`` only.
 FOREIGN_TRAINERS = ("transformers.", "trl.", "accelerate.")
@@ -33,6 +34,11 @@ class SFTCollator:
         return_extras: also return ``completion_mask``, ``prompt_mask`` and ``loss_weights`` (for
             looking at a batch). Off by default: a batch then holds only what a model's ``forward``
             accepts, plus ``loss_weights`` when they carry a prompt-loss weight.
+        packing: None (padded rows, one example each), "boundaries" or "naive": pack the examples into
+            rows of ``max_length`` tokens with :func:`sftviz.packing.pack_examples` (``position_ids``
+            restarting per example; "boundaries" keeps attention inside each example with a 4-D mask).
+            Rows that arrive packed (TRL's ``packing=True`` or padding-free rows, with ``position_ids``
+            or ``seq_lengths``) are kept packed, their examples kept apart, whatever this says.
 
     Each feature may be an :class:`~sftviz.data.Example`, a raw row (``{"prompt", "completion"}`` or
     ``{"messages"}``), or a tokenized row: ``input_ids`` with ``labels``, ``completion_mask`` or
@@ -63,6 +69,7 @@ class SFTCollator:
         max_length: int | None = None,
         pad_to_multiple_of: int | None = None,
         return_extras: bool = False,
+        packing: str | None = None,
     ) -> None:
         if tok is None or not hasattr(tok, "pad_token_id"):
             raise TypeError("SFTCollator needs a Hugging Face tokenizer as its first argument.")
@@ -80,6 +87,9 @@ class SFTCollator:
         self.max_length = check_int(max_length, "max_length", 2, allow_none=True)
         self.pad_to_multiple_of = check_int(pad_to_multiple_of, "pad_to_multiple_of", 1, allow_none=True)
         self.return_extras = check_bool(return_extras, "return_extras")
+        self.packing = None if packing is None else check_mode(packing)
+        if self.packing and self.max_length is None:
+            raise ValueError("packing needs max_length= (the length of a packed row).")
         #: Set by :class:`sftviz.hf.SFTLossTrainer`: its loss reads ``loss_weights``.
         self.loss_reads_weights = False
 
@@ -100,8 +110,14 @@ class SFTCollator:
     def __call__(self, features: list) -> dict[str, torch.Tensor]:
         if not isinstance(features, (list, tuple)) or not features:
             raise ValueError("SFTCollator needs a non-empty list of features.")
-        examples = [self.example(f, i) for i, f in enumerate(features)]
-        batch = collate_examples(examples, self.tok.pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of)
+        if any(isinstance(f, Mapping) and ("position_ids" in f or "seq_lengths" in f) for f in features):
+            batch = packed_rows(features, self.tok.pad_token_id, self.packing or "boundaries")
+        elif self.packing:
+            examples = [self.example(f, i) for i, f in enumerate(features)]
+            batch = pack_examples(examples, max_length=self.max_length, pad_id=self.tok.pad_token_id, mode=self.packing)
+        else:
+            examples = [self.example(f, i) for i, f in enumerate(features)]
+            batch = collate_examples(examples, self.tok.pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of)
         weights = batch.pop("loss_weights")
         informative = bool(((weights != 0) & (weights != 1)).any())  # not just a copy of labels != -100
         if informative and not self.loss_reads_weights and _called_by_foreign_trainer():
@@ -114,7 +130,8 @@ class SFTCollator:
         if self.return_extras or informative:
             batch["loss_weights"] = weights
         if not self.return_extras:
-            del batch["completion_mask"], batch["prompt_mask"]
+            for key in ("completion_mask", "prompt_mask", "example_index"):
+                batch.pop(key, None)
         return batch
 
     def tokenize(self, rows: Any) -> Any:

@@ -1,0 +1,90 @@
+"""Packed vs padded training throughput on the bundled datasets, same examples, same model, same run.
+
+An epoch over a dataset's training rows is cut into steps of about the same number of real tokens:
+padded (``sv.SFTCollator``: each example its own row, padded to the longest of its batch) and packed
+(``sv.SFTCollator(packing="boundaries", max_length=256)``: the same batch's examples end to end in rows,
+attention kept inside each example). Both run forward, backward and an AdamW step on copies of
+sftviz-tiny. Reported: the share of padding in the padded batches, real (non-pad) tokens per second of
+each, and their ratio. Goal: packed at least 1.5x padded on the dataset with the most padding.
+
+    python bench/bench_packing.py              # writes its section of bench/RESULTS.md
+    python bench/bench_packing.py --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import _common as C
+import torch
+
+import sftviz as sv
+
+GOAL = 1.5
+
+
+def step_batches(collate, rows, batch_rows):
+    return [collate(rows[i : i + batch_rows]) for i in range(0, len(rows), batch_rows)]
+
+
+def run(model, batches, rounds):
+    """Best-of-``rounds`` seconds for one pass of training steps over ``batches``."""
+    best = float("inf")
+    for _ in range(rounds):
+        m = copy.deepcopy(model).train()
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+        t0 = time.perf_counter()
+        for b in batches:
+            inputs = {k: b[k] for k in ("input_ids", "attention_mask", "position_ids") if k in b}
+            loss = sv.sft_loss(m(**inputs).logits, b["labels"])
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=16, help="examples per padded batch")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--row-length", type=int, default=256, help="tokens per packed row (at least the longest example)")
+    ap.add_argument("--no-write", action="store_true", help="print only; do not update bench/RESULTS.md")
+    args = ap.parse_args()
+    info = C.machine()
+    model, tok = sv.load_model(device="cpu")
+    table = []
+    for name in ("support", "explain"):
+        rows = sv.load_dataset(name, split="train")
+        lengths = [len(sv.build_example(tok, **r)) for r in rows]
+        real = sum(lengths)
+        padded = step_batches(sv.SFTCollator(tok), rows, args.batch)
+        slots = sum(b["input_ids"].numel() for b in padded)
+        length = max(max(lengths), args.row_length)
+        packed = step_batches(sv.SFTCollator(tok, packing="boundaries", max_length=length), rows, args.batch)
+        t_pad, t_pack = run(model, padded, args.rounds), run(model, packed, args.rounds)
+        table.append([name, f"{len(rows)}", f"{100 * (1 - real / slots):.0f} %", f"{real / t_pad:.0f}",
+                      f"{real / t_pack:.0f}", f"{t_pad / t_pack:.2f}x"])  # fmt: skip
+    ratios = {r[0]: float(r[5][:-1]) for r in table}
+    most = max(table, key=lambda r: float(r[2][:-2]))[0]
+    met = "met" if ratios[most] >= GOAL else "not met"
+    body = (
+        f"Machine: {C.machine_line(info)}\n\n"
+        f"One epoch of training steps (forward, backward, AdamW) on sftviz-tiny, {args.batch} examples per padded "
+        f"batch (padded to its longest); the packed run packs the same batch's examples into rows of "
+        f"{args.row_length} tokens (best fit), attention inside each example (a dense 4-D mask). Best of "
+        f"{args.rounds} rounds.\n\n"
+        + C.table(
+            ["dataset", "rows", "padding (padded)", "tokens/s padded", "tokens/s packed", "packed vs padded"], table
+        )
+        + f"\n\nGoal: packed at least {GOAL}x padded on the dataset with the most padding ({most}): {ratios[most]:.2f}x, {met}.\n"
+    )
+    print(body)
+    if not args.no_write:
+        C.write_section("bench_packing", "## Packed vs padded training (`python bench/bench_packing.py`)\n\n" + body)
+
+
+if __name__ == "__main__":
+    main()
