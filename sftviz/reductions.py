@@ -1,0 +1,150 @@
+"""Loss normalisation as data: every way a step's loss is averaged over micro-batches, processes and
+packed rows, and how far each one's gradient is from the gradient of the whole batch.
+
+A step of SFT sees its examples split: into micro-batches (gradient accumulation), across processes
+(data parallelism), and, when packed, into rows. The correct loss is the token mean over the whole
+step, ``sum(w * l) / sum(w)`` with the sum of weights taken over every piece (what ``num_items_in_batch``
+gives transformers since October 2024). Every other common reduction weighs tokens by the piece they
+land in, so its gradient depends on how the step was cut whenever lengths differ.
+
+Each reduction here takes the step's pieces, a list of ``(nll, weights, process)`` with ``nll`` and
+``weights`` of shape ``(rows, seq)`` (weights 0 where nothing is trained), and returns the step's loss.
+
+    >>> from sftviz.reductions import gradient_distances
+    >>> rows = sv.load_dataset("support", split="eval")[:6]
+    >>> d = {r["reduction"]: r for r in gradient_distances(model, tok, rows, micro_batches=3, processes=1)}
+    >>> d["step_token_mean"]["relative_l2"] < 1e-5, d["micro_batch_mean_of_means"]["relative_l2"] > 1e-3
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .collate import collate_examples
+from .data import to_example
+from .loss import token_nll
+from .packing import best_fit, pack_examples
+
+Piece = tuple[torch.Tensor, torch.Tensor, int]  # nll, weights, process
+
+
+def _total(pieces: Sequence[Piece]) -> torch.Tensor:
+    return sum(w.sum() for _, w, _ in pieces)
+
+
+def step_token_mean(pieces: Sequence[Piece]) -> torch.Tensor:
+    """The token mean over the whole step: every piece's ``sum(w * l)`` over the step's total weight."""
+    total = _total(pieces)
+    return sum((nll * w).sum() for nll, w, _ in pieces) / total
+
+
+def micro_batch_mean_of_means(pieces: Sequence[Piece]) -> torch.Tensor:
+    """Each micro-batch's own token mean, averaged over the micro-batches (the gradient-accumulation bug)."""
+    return sum((nll * w).sum() / w.sum() for nll, w, _ in pieces) / len(pieces)
+
+
+def process_mean_of_means(pieces: Sequence[Piece]) -> torch.Tensor:
+    """Each process's token mean over its own micro-batches, averaged over the processes (what averaging
+    the processes' gradients gives when each normalises by its own token count)."""
+    procs = sorted({p for _, _, p in pieces})
+    means = []
+    for p in procs:
+        mine = [piece for piece in pieces if piece[2] == p]
+        means.append(step_token_mean(mine))
+    return sum(means) / len(means)
+
+
+def sequence_mean(pieces: Sequence[Piece]) -> torch.Tensor:
+    """The mean over the step's sequences of each sequence's own token mean (short answers weigh more)."""
+    means = []
+    for nll, w, _ in pieces:
+        per = w.sum(dim=1)
+        has = per > 0
+        means.append((nll * w).sum(dim=1)[has] / per[has])
+    return torch.cat(means).mean()
+
+
+def token_sum(pieces: Sequence[Piece]) -> torch.Tensor:
+    """The sum of the step's token losses (Tülu 3's sum loss): the token mean's direction, not its size."""
+    return sum((nll * w).sum() for nll, w, _ in pieces)
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """A named reduction: what it computes, and whether it works on packed rows."""
+
+    name: str
+    description: str
+    fn: Callable[[Sequence[Piece]], torch.Tensor]
+    packed: bool = False
+
+
+REDUCTIONS: dict[str, Reduction] = {
+    r.name: r
+    for r in (
+        Reduction("step_token_mean", "token mean over the whole step (num_items_in_batch)", step_token_mean),
+        Reduction("micro_batch_mean_of_means", "mean of the micro-batches' token means", micro_batch_mean_of_means),
+        Reduction("process_mean_of_means", "mean of the processes' token means", process_mean_of_means),
+        Reduction("sequence_mean", "mean of per-sequence token means", sequence_mean),
+        Reduction("token_sum", "sum of token losses (Tülu 3)", token_sum),
+        Reduction("packed_row_mean", "mean of each packed row's token mean", sequence_mean, packed=True),
+    )
+}
+
+
+def _pieces(model: Any, tok: Any, examples: list, micro_batches: int, processes: int, packed: bool) -> list:
+    """The step cut into ``processes x micro_batches`` pieces (padded batches, or packed rows), with NLLs."""
+    n_pieces = processes * micro_batches
+    groups = [examples[k::n_pieces] for k in range(n_pieces)]
+    pieces = []
+    for k, group in enumerate(groups):
+        if not group:
+            continue
+        if packed:
+            width = max(len(e) for e in group) * 3
+            batch = pack_examples(group, max_length=width, pad_id=tok.pad_token_id,
+                                  rows=best_fit([len(e) for e in group], width))  # fmt: skip
+            inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}
+        else:
+            batch = collate_examples(group, tok.pad_token_id)
+            inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
+        nll = token_nll(model(**inputs).logits, batch["labels"])
+        pieces.append((nll, batch["loss_weights"], k // micro_batches))
+    return pieces
+
+
+def _grad(model: Any, loss: torch.Tensor) -> torch.Tensor:
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def gradient_distances(
+    model: Any, tok: Any, rows: Sequence[Any], *, micro_batches: int = 2, processes: int = 2
+) -> list[dict]:
+    """Each reduction's gradient against the full batch's token-mean gradient, on ``rows`` cut into
+    ``processes x micro_batches`` pieces (round robin, so the pieces' lengths differ).
+
+    Returns one dict per reduction of :data:`REDUCTIONS`: ``reduction``, ``description``, ``cosine`` and
+    ``relative_l2`` (``|g - g_full| / |g_full|``); the model's weights are not changed.
+    """
+    if processes < 1 or micro_batches < 1:
+        raise ValueError("micro_batches and processes must be at least 1.")
+    examples = [to_example(tok, r, where=f"rows[{i}]") for i, r in enumerate(rows)]
+    if len(examples) < processes * micro_batches:
+        raise ValueError(f"{len(examples)} rows cannot fill {processes} x {micro_batches} pieces; give more rows.")
+    work = copy.deepcopy(model).float().eval()
+    full = _grad(work, step_token_mean(_pieces(work, tok, examples, 1, 1, packed=False)))
+    out = []
+    for r in REDUCTIONS.values():
+        g = _grad(work, r.fn(_pieces(work, tok, examples, micro_batches, processes, packed=r.packed)))
+        cos = torch.nn.functional.cosine_similarity(g, full, dim=0).item()
+        out.append({"reduction": r.name, "description": r.description, "cosine": cos,
+                    "relative_l2": ((g - full).norm() / full.norm()).item()})  # fmt: skip
+    return out
