@@ -51,33 +51,30 @@ def mark_records(records: list[dict], expected: list) -> list[dict]:
     return records
 
 
-def _chips(rx: RowXRay, positions: set[int] | None = None) -> str:
-    """The row's tokens, each disagreement wrapped with its badge; ``positions`` limits the strip to
-    a window around them (for a lint's first example)."""
-    records = mark_records(token_records(rx.example()), rx.expected)
-    keep = range(len(records))
-    if positions:
-        lo, hi = max(0, min(positions) - 8), min(len(records), max(positions) + 9)
-        keep = range(lo, hi)
+def _strip(records: list[dict]) -> str:
+    """Marked records (:func:`mark_records`) as a strip of token elements, each disagreement with its badge."""
     out = ['<div class="sftviz-strip">']
-    for t in keep:
-        out.append(xray_wrap(token_chip_html(records[t], show_logprob=False), records[t]["xray"]))
-        if records[t]["newline"]:
+    for rec in records:
+        out.append(xray_wrap(token_chip_html(rec, show_logprob=False), rec.get("xray")))
+        if rec["newline"]:
             out.append('<span class="sftviz-break"></span>')
     out.append("</div>")
     return "".join(out)
 
 
+def _chips(rx: RowXRay, positions: set[int] | None = None) -> str:
+    """The row's strip; ``positions`` limits it to a window around them (for a lint's first example)."""
+    records = mark_records(token_records(rx.example()), rx.expected)
+    if positions:
+        records = records[max(0, min(positions) - 8) : max(positions) + 9]
+    return _strip(records)
+
+
 def xray_strip_html(records: list[dict], *, title: str | None = None) -> str:
     """Static HTML of marked records (:func:`mark_records`): the TokenView of an X-ray row."""
-    chips = []
-    for rec in records:
-        chips.append(xray_wrap(token_chip_html(rec, show_logprob=False), rec.get("xray")))
-        if rec["newline"]:
-            chips.append('<span class="sftviz-break"></span>')
     head = f'<div class="sftviz-title">{esc(title)}</div>' if title else ""
     return (f'{style_tag()}<style>{xray_css()}</style><div class="sftviz sftviz-static sftviz-tokenview sftviz-xrayview">'
-            f'{head}<div class="sftviz-strip">{"".join(chips)}</div>{legend_html(r["segment"] for r in records)}</div>')  # fmt: skip
+            f'{head}{_strip(records)}{legend_html(r["segment"] for r in records)}</div>')  # fmt: skip
 
 
 def _row_html(rx: RowXRay) -> str:

@@ -123,13 +123,13 @@ def _check(tok: Any, template: str, rows: list[dict] | None) -> None:
     """Every probe and row renders to the same text with ``template`` as with the original."""
     from .rows import conversation
 
-    cases = [_probe(["user", "assistant"]), _probe(["user", "assistant", "user", "assistant"])]
-    cases.append(_probe(["system", "user", "assistant"]))
-    for row in rows or []:
+    probes = [["user", "assistant"], ["user", "assistant", "user", "assistant"], ["system", "user", "assistant"]]
+    cases = [("a probe conversation", _probe(roles)) for roles in probes]
+    for i, row in enumerate(rows or []):
         chat = conversation(row)
         if chat is not None:
-            cases.append(chat[0])
-    for i, messages in enumerate(cases):
+            cases.append((f"row {i}", chat[0]))
+    for which, messages in cases:
         for gen in (False, True):
             try:
                 want = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
@@ -138,7 +138,6 @@ def _check(tok: Any, template: str, rows: list[dict] | None) -> None:
             got = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen, chat_template=template)
             if got != want:
                 at = next((j for j, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-                which = f"row {i - 3}" if i >= 3 else "a probe conversation"
                 raise ValueError(
                     f"the marked copy renders {which} differently from the original (at character {at}: "
                     f"{want[max(0, at - 20) : at + 30]!r} vs {got[max(0, at - 20) : at + 30]!r}); mark this "

@@ -298,7 +298,7 @@ class TRLPipeline(Pipeline):
         except ImportError as err:
             raise ImportError(f"the 'trl' pipeline needs TRL: pip install 'sftviz[hf]' ({err}).") from None
         tok = copy.deepcopy(tok)
-        with tempfile.TemporaryDirectory() as out, _TRLLog() as log, _quiet_datasets():
+        with tempfile.TemporaryDirectory() as out, _TRLLog() as log, _QuietDatasets():
             cfg = SFTConfig(output_dir=out, max_length=self.max_length, completion_only_loss=self.completion_only_loss,
                             assistant_only_loss=self.assistant_only_loss, report_to=[], use_cpu=True,
                             per_device_train_batch_size=1, **self.sft_config)  # fmt: skip
@@ -342,7 +342,7 @@ class _TRLLog(logging.Handler):
         self.logger.removeHandler(self)
 
 
-class _quiet_datasets:
+class _QuietDatasets:
     """No ``datasets`` progress bars while TRL maps the rows (the X-ray has its own output)."""
 
     def __enter__(self) -> None:
