@@ -56,6 +56,8 @@ CURVE_SIGNS = {
     "prompt_trained": "the run whose prompt NLL falls far below the healthy run's while its completion NLL stays high",
     "accum_mean_of_means": "the run whose prompt and completion NLL follow the healthy run's, although its objective "
     "does not",
+    "loss_scaled_by_accum": "the run whose objective sits at the accumulation steps times its completion NLL at "
+    "every step, while its NLL curves are the healthy run's",
 }
 
 

@@ -13,7 +13,11 @@ fault's name):
   ``attention_mask``, ``labels``, ``completion_mask``, ``prompt_mask``, ``loss_weights``) and returns
   a new batch with changed ``labels`` and ``loss_weights`` (the input is never modified);
 * ``reduction``: a :class:`~sftviz.loss.Reduction` that replaces the correct token mean
-  (:func:`~sftviz.loss.token_mean`) in turning per-token losses into one number.
+  (:func:`~sftviz.loss.token_mean`) in turning per-token losses into one number;
+* ``packing``: the run packs its micro-batches into rows (:mod:`sftviz.packing`) in this mode
+  ("naive": one causal mask over each row; "boundaries": attention inside each example);
+* ``logged_loss``: a function of the step's loss and its number of micro-batches that gives the loss
+  the run *records* (the training itself is untouched).
 
 To add a fault, write its function here (a docstring with a ``Symptom:`` paragraph) and add a
 :class:`Fault` to the registry at the end of this file. ``FAULTS`` maps each name to a one-line
@@ -38,6 +42,9 @@ __all__ = [
     "apply_label_fault",
     "eos_masked",
     "get_fault",
+    "loss_scaled_by_accum",
+    "naive_packing",
+    "packed_row_mean",
     "padding_trained",
     "per_sequence_mean",
     "prompt_trained",
@@ -195,6 +202,71 @@ def accum_mean_of_means(
     return weighted_mean(nll, weights) / n_micro
 
 
+def packed_row_mean(
+    nll: torch.Tensor, weights: torch.Tensor, *, total_weight: Any = None, n_sequences: Any = None, n_micro: int = 1
+) -> torch.Tensor:
+    """Fault: a packed batch's loss averaged per packed row (the mean of the rows' token means).
+
+    ``loss = (1 / (A R)) * sum_r [ sum_t w_rt l_rt / sum_t w_rt ]`` over the ``R`` rows of a micro-batch
+    that have a trained token, ``A`` the number of micro-batches: a per-sequence mean where a "sequence"
+    is a row of several packed examples.
+
+    Symptom: a token counts more when its row holds few trained tokens (a row that best-fit packing
+    fills with one leftover example), so the loss and the gradient depend on how the examples happened
+    to be packed, and the objective drifts from the completion NLL of the batch although every label is
+    right.
+    """
+    check_nll_weights(nll, weights)
+    if n_micro < 1:
+        raise ValueError("n_micro must be at least 1.")
+    per_w = weights.sum(dim=1)
+    has = per_w > 0
+    if not bool(has.any()):
+        return (nll * weights).sum()
+    return ((nll * weights).sum(dim=1)[has] / per_w[has]).mean() / n_micro
+
+
+# --------------------------------------------------------------------------------------------
+# Packing and logging
+# --------------------------------------------------------------------------------------------
+
+
+def naive_packing(batch: dict, **_: Any) -> dict:
+    """Examples packed into rows with one causal mask over each row: no boundaries in the attention.
+
+    The bug: concatenating examples into one row (to save padding) and keeping the model's usual
+    causal mask. Position ids that restart at each example do not help a model like GPT-2, whose
+    attention ignores them. Every example then reads the examples packed before it.
+
+    Takes a packed batch (:func:`sftviz.pack`) and returns it with a 2-D mask over each row's real tokens
+    instead of the block-diagonal one: what this fault trains on.
+
+    Symptom: the labels and the loss formula are right, but the loss measured while training is
+    computed with foreign context. On data whose examples resemble each other (one template, many
+    rows) the neighbours give hints, so the training NLL falls below the NLL of the same kind of rows
+    read alone (the held-out evaluation), and the gap grows more than a healthy run's.
+    """
+    if not isinstance(batch, dict) or "example_index" not in batch:
+        raise TypeError("naive_packing takes a packed batch from sv.pack(...) (a dict with 'example_index').")
+    out = dict(batch)
+    out["attention_mask"] = (batch["example_index"] >= 0).long()
+    return out
+
+
+def loss_scaled_by_accum(loss: float, *, n_micro: int = 1) -> float:
+    """Fault: the logged loss multiplied by the number of gradient accumulation steps.
+
+    The bug (transformers #34263, after the October 2024 fix of the accumulation loss): the loss is
+    normalised correctly for the gradient, but the number the trainer *logs* is scaled by the
+    accumulation steps once more. Training is exactly the healthy run's.
+
+    Symptom: the logged loss is ``grad_accum`` times the completion NLL measured on the same batches,
+    and it jumps when ``grad_accum`` changes, while the NLL curves, the gradient norms and the evaluation
+    follow the healthy run's step for step.
+    """
+    return loss * n_micro
+
+
 # --------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------
@@ -207,30 +279,46 @@ LabelFault = Callable[..., dict]
 class Fault:
     """One injectable bug: its name, a one-line description, and what it changes.
 
-    Exactly one of ``labels`` (a function that changes a collated batch's labels and loss weights) and
-    ``reduction`` (a :class:`~sftviz.loss.Reduction` used instead of the token mean) is set.
-    ``needs_grad_accum`` marks a fault that changes nothing unless a step has several micro-batches.
+    ``labels`` (a function that changes a collated batch's labels and loss weights) and ``reduction`` (a
+    :class:`~sftviz.loss.Reduction` used instead of the token mean) are never both set. ``packing`` makes
+    the run pack its micro-batches in that mode (with ``reduction``, it is what the reduction needs;
+    alone, ``batch`` is the function that shows the change on a packed batch). ``logged_loss`` changes
+    only the loss the run records. ``needs_grad_accum`` marks a fault that changes nothing unless a step
+    has several micro-batches.
     """
 
     name: str
     description: str
     labels: LabelFault | None = None
     reduction: Reduction | None = None
+    packing: str | None = None
+    batch: LabelFault | None = None
+    logged_loss: Callable[..., float] | None = None
     needs_grad_accum: bool = False
 
     def __post_init__(self) -> None:
-        if (self.labels is None) == (self.reduction is None):
-            raise ValueError(f"Fault {self.name!r} must change either the labels or the reduction (exactly one).")
+        changes = [self.labels, self.reduction, self.batch, self.logged_loss]
+        if sum(c is not None for c in changes) != 1:
+            raise ValueError(
+                f"Fault {self.name!r} must change exactly one of: the labels, the reduction, the packed batch, "
+                "the logged loss."
+            )
+        if self.packing not in (None, "boundaries", "naive"):
+            raise ValueError(f"Fault {self.name!r}: packing must be None, 'boundaries' or 'naive'.")
 
     @property
     def kind(self) -> str:
-        """ "labels" or "reduction": what the fault changes."""
-        return "labels" if self.labels is not None else "reduction"
+        """What the fault changes: "labels", "reduction", "packing" or "logging"."""
+        if self.labels is not None:
+            return "labels"
+        if self.reduction is not None:
+            return "reduction"
+        return "packing" if self.batch is not None else "logging"
 
     @property
     def function(self) -> Callable[..., Any]:
         """The function that does the damage (its docstring explains the bug and its symptom)."""
-        return self.labels if self.labels is not None else self.reduction
+        return next(f for f in (self.labels, self.reduction, self.batch, self.logged_loss) if f is not None)
 
     @property
     def symptom(self) -> str:
@@ -272,6 +360,24 @@ _REGISTRY = {
             "accum_mean_of_means",
             "Gradient accumulation averages the micro-batch averages instead of one ratio of sums.",
             reduction=accum_mean_of_means,
+            needs_grad_accum=True,
+        ),
+        Fault(
+            "naive_packing",
+            "Examples packed into rows with one causal mask: each example also reads those packed before it.",
+            packing="naive",
+            batch=naive_packing,
+        ),
+        Fault(
+            "packed_row_mean",
+            "Packed rows, loss = mean of the rows' means: a token counts more in a sparsely filled row.",
+            reduction=packed_row_mean,
+            packing="boundaries",
+        ),
+        Fault(
+            "loss_scaled_by_accum",
+            "The logged loss is multiplied by the accumulation steps (the training itself is right).",
+            logged_loss=loss_scaled_by_accum,
             needs_grad_accum=True,
         ),
     )

@@ -301,7 +301,8 @@ def curve_ends(run: Run) -> dict[str, float]:
     ``prompt_nll`` and ``completion_nll``: their means over the last 10 steps (measured with the true
     next tokens; ``tail_steps`` says over how many, fewer for a shorter run); ``objective_gap``: the mean
     over all steps of ``|objective - completion NLL| / completion NLL``, which is 0 for a healthy
-    completion-only run (its objective *is* the completion NLL of the batch).
+    completion-only run (its objective *is* the completion NLL of the batch); ``objective_ratio``: the
+    mean of ``objective / completion NLL`` (1 for a healthy completion-only run).
     """
     if not getattr(run, "history", None):
         raise ValueError("curve_ends needs a run with a training history (from mystery_runs or sv.finetune).")
@@ -310,10 +311,12 @@ def curve_ends(run: Run) -> dict[str, float]:
         for r in run.history
         if r.loss is not None and r.completion_nll
     ]
+    ratios = [r.loss / r.completion_nll for r in run.history if r.loss is not None and r.completion_nll]
     return {
         "prompt_nll": _tail_mean([r.prompt_nll for r in run.history]),
         "completion_nll": _tail_mean([r.completion_nll for r in run.history]),
         "objective_gap": sum(gaps) / len(gaps) if gaps else float("nan"),
+        "objective_ratio": sum(ratios) / len(ratios) if ratios else float("nan"),
         "tail_steps": min(10, len(run.history)),
     }
 
@@ -340,8 +343,14 @@ def evidence(run: Run, tok: Any, row: dict) -> dict[str, Any]:
     for seg, a, b in zip(built.segments, built.labels, right):
         if a != b:
             changes[seg] = changes.get(seg, 0) + 1
+    examples = [(h.n_rows, (run.config or {}).get("batch_size", 0) * (run.config or {}).get("grad_accum", 1))
+                for h in run.history]  # fmt: skip
     return {
         "objective_gap": ends["objective_gap"],
+        "objective_ratio": ends["objective_ratio"],
+        "grad_accum": (run.config or {}).get("grad_accum", 1),
+        "packed": any(0 < rows < n for rows, n in examples),
+        "rows_per_step": _tail_mean([float(h.n_rows) if h.n_rows else None for h in run.history], len(run.history)),
         "completion_nll_end": ends["completion_nll"],
         "prompt_nll_end": ends["prompt_nll"],
         "tail_steps": ends["tail_steps"],
@@ -363,10 +372,16 @@ def clues(run: Run, healthy: Run, tok: Any, row: dict) -> list[str]:
         out.append(f"labels: {where} position(s) differ from the correct completion-only labels{shifted}")
     else:
         out.append("labels: identical to the correct completion-only labels")
+    times = f", {e['objective_ratio']:.2f} times it" if abs(e["objective_ratio"] - 1) > 0.05 else ""
     out.append(
         f"objective vs the completion NLL measured on the same batches: {e['objective_gap']:.1%} apart on "
-        f"average (healthy: {h['objective_gap']:.1%})"
+        f"average{times} (healthy: {h['objective_gap']:.1%})"
     )
+    if e["packed"] or h["packed"]:
+        out.append(
+            f"batches: {e['rows_per_step']:.1f} rows per step ({'packed' if e['packed'] else 'one per example'}); "
+            f"healthy: {h['rows_per_step']:.1f} ({'packed' if h['packed'] else 'one per example'})"
+        )
     out.append(
         f"completion NLL over the last {e['tail_steps']} steps: {e['completion_nll_end']:.2f} nats (healthy: "
         f"{h['completion_nll_end']:.2f}); prompt NLL: {e['prompt_nll_end']:.2f} (healthy: {h['prompt_nll_end']:.2f})"
@@ -407,6 +422,30 @@ HALLMARKS = {
     "accum_mean_of_means": (
         "the labels are right, yet the objective is not the completion NLL of the batch",
         lambda e, ok: not e["label_changes"] and e["objective_gap"] > 1e-4,
+    ),
+    "naive_packing": (
+        "the labels are right and the objective is the completion NLL of the batch, but the batches are packed "
+        "rows and the completion NLL measured on them ends above twice the healthy run's",
+        lambda e, ok: (
+            not e["label_changes"]
+            and e["packed"]
+            and e["objective_gap"] < 1e-4
+            and e["completion_nll_end"] > 2 * ok["completion_nll_end"]
+        ),
+    ),
+    "packed_row_mean": (
+        "the labels are right, the batches are packed rows, and the objective is not the completion NLL of the batch",
+        lambda e, ok: not e["label_changes"] and e["packed"] and e["objective_gap"] > 1e-4,
+    ),
+    "loss_scaled_by_accum": (
+        "the labels are right and the rows are not packed, and the objective is the accumulation steps times the "
+        "completion NLL at every step",
+        lambda e, ok: (
+            not e["label_changes"]
+            and not e["packed"]
+            and e["grad_accum"] > 1
+            and abs(e["objective_ratio"] - e["grad_accum"]) < 1e-3 * e["grad_accum"]
+        ),
     ),
 }
 

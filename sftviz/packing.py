@@ -42,8 +42,9 @@ def check_mode(mode: object) -> str:
 
 def best_fit(lengths: Sequence[int], max_length: int) -> list[list[int]]:
     """Indices of examples grouped into rows of at most ``max_length`` tokens: the longest first, each
-    into the row it fills best (best-fit decreasing, as TRL's ``packing_strategy="bfd"``). Ties keep the
-    data's order, so the packing is deterministic."""
+    into the row it fills best (best-fit decreasing, as TRL's ``packing_strategy="bfd"`` from TRL 0.22; the
+    two may differ in which of two equally full rows gets an example). Ties keep the data's order, so the
+    packing is deterministic."""
     rows: list[list[int]] = []
     room: list[int] = []
     for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):

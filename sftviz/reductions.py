@@ -144,7 +144,7 @@ def gradient_distances(
     out = []
     for r in REDUCTIONS.values():
         g = _grad(work, r.fn(_pieces(work, tok, examples, micro_batches, processes, packed=r.packed)))
-        cos = torch.nn.functional.cosine_similarity(g, full, dim=0).item()
+        cos = torch.nn.functional.cosine_similarity(g.double(), full.double(), dim=0).item()
         out.append({"reduction": r.name, "description": r.description, "cosine": cos,
                     "relative_l2": ((g - full).norm() / full.norm()).item()})  # fmt: skip
     return out

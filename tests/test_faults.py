@@ -36,10 +36,13 @@ def test_registry_lists_every_fault_with_a_symptom():
         "prompt_trained",
         "per_sequence_mean",
         "accum_mean_of_means",
+        "naive_packing",
+        "packed_row_mean",
+        "loss_scaled_by_accum",
     }
     for name in FL.FAULTS:
         f = FL.get_fault(name)
-        assert f.name == name and f.kind in ("labels", "reduction")
+        assert f.name == name and f.kind in ("labels", "reduction", "packing", "logging")
         assert len(f.symptom) > 40, name  # the docstring names the symptom
         assert FL.FAULTS[name] == f.description
     assert FL.get_fault(None) is None

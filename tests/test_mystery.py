@@ -45,7 +45,7 @@ def test_prompt_trained_changes_prompt_and_completion_labels(gpt2_tok_padded):
 def test_clues_compare_with_the_healthy_run(gpt2_tok_padded):
     lines = exercises.clues(_run("eos_masked", loss=0.05, completion=1.5, length=2.44), _run(), gpt2_tok_padded, ROW)
     assert lines[0] == "labels: 1 eos position(s) differ from the correct completion-only labels"
-    assert "96.7% apart on average (healthy: 0.0%)" in lines[1]
+    assert "96.7% apart on average, 0.03 times it (healthy: 0.0%)" in lines[1]
     assert "1.50 nats (healthy: 0.10)" in lines[2]
     assert lines[3] == (
         "answers: 80% exact, 100% end with an EOS (healthy: 80% and 100%); 2.4 times as long as the reference "

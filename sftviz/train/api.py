@@ -136,10 +136,9 @@ def finetune(
             ``head``, ``precision``, ...). An unknown name is a ``TypeError``.
 
     Returns:
-        A :class:`~sftviz.train.runs.Run`: ``run.history`` holds a :class:`~sftviz.train.records.StepRecord`
-        per step, ``run.evals`` an :class:`~sftviz.train.records.EvalRecord` per evaluation. ``run.status`` is "finished", "stopped",
-        "nan" (a non-finite loss or gradient ended it cleanly: see ``run.error`` and the
-        :class:`TrainingDivergedWarning`) or "error" (a callback raised).
+        A :class:`~sftviz.train.runs.Run`: ``run.history`` holds a :class:`~sftviz.train.records.StepRecord` per
+        step, ``run.evals`` an :class:`~sftviz.train.records.EvalRecord` per evaluation. ``run.status``: "finished",
+        "stopped", "nan" (see ``run.error`` and :class:`TrainingDivergedWarning`) or "error" (a callback raised).
 
     Example:
         >>> run = sv.finetune(model, tok, sv.load_dataset("support")[:32], steps=3, batch_size=8, progress=False)
@@ -168,7 +167,8 @@ def finetune(
     work.to(dev)
     fault = get_fault(cfg.fault)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    trainer = Trainer(work, TrainingTable(examples, pad_id, tok.eos_token_id, fault, dev), cfg, fault, dev)
+    table = TrainingTable(examples, pad_id, tok.eos_token_id, fault, dev)
+    trainer = Trainer(work, table, cfg, fault, dev, row_length=max_length)
     evalset = None if eval_exs is None else EvalSet(tok, eval_exs, pad_id, cfg.eval_examples, limit)
     described = {"data": describe_data(examples), "eval_data": None if eval_exs is None else describe_data(eval_exs)}
     run = Run(config=_run_config(trainer, tok, pad_id, cbs, stop, described), model=work, device=dev)

@@ -59,7 +59,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "runs"
 CODE = (
     "train/api.py", "train/config.py", "train/engine.py", "train/evaluation.py", "train/records.py",
     "train/state.py", "train/table.py", "loss.py", "collate.py", "faults.py", "masking.py", "gradients.py",
-    "_memory.py",
+    "_memory.py", "packing.py",
 )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from ..faults import get_fault
 from ..masking import check_masking
 
 HEADS = ("auto", "supervised", "full")
+PACKING = (None, "boundaries", "naive")
 PRECISIONS = ("auto", "fp32", "bf16")
 BETAS = (0.9, 0.999)
 EPS = 1e-8
@@ -66,6 +67,12 @@ class FinetuneConfig:
         precision: "auto" (bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere), "fp32", or
             "bf16" (bf16 autocast also on the CPU: faster on CPUs with bf16 instructions, with loss values
             a little less precise). Weights, optimiser state and the loss reduction stay in fp32.
+        packing: None (each example its own row, padded to the longest of its micro-batch), "boundaries"
+            (each micro-batch's examples packed end to end into rows of ``max_length`` tokens, best fit,
+            positions restarting at each example and attention kept inside it by a block-diagonal mask:
+            every example's loss and gradient are those of the padded run, see :mod:`sftviz.packing`) or
+            "naive" (the same rows with one causal mask over each: every example also reads the examples
+            packed before it, the bug of packing without boundaries). The loss is the same token mean.
         progress: show a progress bar.
     """
 
@@ -88,6 +95,7 @@ class FinetuneConfig:
     grad_share_every: int | None = 10
     measure_every: int | None = 1
     precision: str = "auto"
+    packing: str | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -109,6 +117,7 @@ class FinetuneConfig:
             "copy_model": check_bool(self.copy_model, "copy_model"),
             "precision": check_choice(self.precision, "precision", PRECISIONS),
             "head": check_choice(self.head, "head", HEADS),
+            "packing": check_choice(self.packing, "packing", PACKING),
             "max_length": check_int(self.max_length, "max_length", 2, allow_none=True),
             "device": _check_device(self.device),
         }

@@ -10,6 +10,8 @@ reduction) and then called once per step with the rows of that step. Why a step 
 * The output projection to the vocabulary is applied with gradient only where a trained target is
   predicted (the supervised-only head, as in :func:`sftviz.supervised_head_loss`) and without gradient
   where a target is only *measured* (e.g. prompt tokens under completion-only loss).
+* With ``packing`` the examples of a micro-batch are laid end to end into rows instead (best fit, positions
+  restarting at each example, a block-diagonal mask for "boundaries"): no padding, the same targets.
 * Gradient accumulation divides every micro-batch's summed loss by the total weight of the whole step,
   so the step's loss is one ratio of sums, exactly as with one big batch.
 * All the numbers a step records are copied from the device in one go (one sync per step).
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from ..faults import Fault
 from ..gradients import parameter_groups
 from ..loss import Reduction, head_is_plain, token_mean
+from ..packing import best_fit, block_causal_mask
 from .config import BETAS, EPS, FinetuneConfig
 from .records import StepRecord
 from .table import TrainingTable
@@ -119,15 +122,29 @@ class MicroBatch:
     completion_nll_sum: torch.Tensor
     missed_prompt: bool = False
     missed_completion: bool = False
+    rows: int = 0
+    slots: int = 0
 
 
 class Trainer:
     """One run's model, optimiser and loss, stepped by :meth:`step`."""
 
     def __init__(
-        self, model: Any, table: TrainingTable, config: FinetuneConfig, fault: Fault | None, device: torch.device
+        self,
+        model: Any,
+        table: TrainingTable,
+        config: FinetuneConfig,
+        fault: Fault | None,
+        device: torch.device,
+        row_length: int | None = None,
     ):
         self.model, self.table, self.config, self.device = model, table, config, device
+        # A fault that packs (naive packing, a per-row mean) decides the packing; else the config does.
+        self.packing = (fault.packing if fault is not None else None) or config.packing
+        self.row_length = max(row_length or 0, int(table.lengths.max()))
+        if self.packing is not None and table.trains_padding:
+            raise ValueError("packing leaves no padding to train: this fault needs padded batches (packing=None).")
+        self.logged_loss = fault.logged_loss if fault is not None else None
         self.bf16 = use_bf16(config.precision, device)
         self.precision = "bf16-autocast" if self.bf16 else "fp32"
         self.body, self.head_mod, self.head = self._choose_head(config.head)
@@ -177,18 +194,22 @@ class Trainer:
     def forward(self, rows: torch.Tensor, measure: bool = True) -> MicroBatch:
         """Forward pass of the examples ``rows`` (CPU indices), trimmed to their longest real length."""
         t = self.table
-        width = int(t.lengths[rows].max()) - 1  # the prediction at the last token is never scored
-        idx = rows.to(self.device)
-        ids_in = t.ids[idx, :width]
-        w, tgt, true = t.train_w[idx, :width], t.train_tgt[idx, :width], t.true_tgt[idx, :width]
-        isp, isc = t.is_prompt[idx, :width], t.is_comp[idx, :width]
+        if self.packing is not None:
+            ids_in, (w, tgt, true, isp, isc), attn = self._packed(rows)
+        else:
+            width = int(t.lengths[rows].max()) - 1  # the prediction at the last token is never scored
+            idx = rows.to(self.device)
+            ids_in = t.ids[idx, :width]
+            w, tgt, true = t.train_w[idx, :width], t.train_tgt[idx, :width], t.true_tgt[idx, :width]
+            isp, isc = t.is_prompt[idx, :width], t.is_comp[idx, :width]
+            # right padding + causal attention: an all-ones mask, see the module docstring
+            attn = {"attention_mask": torch.ones_like(ids_in)}
         keep = w > 0
         measured = isp | isc
-        ones = torch.ones_like(ids_in)  # right padding + causal attention: see the module docstring
         missed = (False, False)
         with self.amp():
             if self.head == "supervised":
-                hidden = self.body(input_ids=ids_in, attention_mask=ones).last_hidden_state
+                hidden = self.body(input_ids=ids_in, **attn).last_hidden_state
                 nll_k = F.cross_entropy(self.head_mod(hidden[keep]).float(), tgt[keep], reduction="none")
                 nll = torch.zeros(w.shape, dtype=torch.float32, device=w.device).masked_scatter(keep, nll_k)
                 # A trained target whose label is its true next token is measured by its training NLL;
@@ -203,7 +224,7 @@ class Trainer:
                 elif not measure:
                     missed = (bool((extra & isp).any()), bool((extra & isc).any()))
             else:
-                flat = self.model(input_ids=ids_in, attention_mask=ones).logits.float().flatten(0, 1)
+                flat = self.model(input_ids=ids_in, **attn).logits.float().flatten(0, 1)
                 # Without a label fault the trained targets are the true next tokens: one cross-entropy
                 # over every position serves the loss and the measurements.
                 target = true if t.labels_are_next_tokens else tgt
@@ -214,7 +235,44 @@ class Trainer:
                 else:
                     with torch.no_grad():
                         true_nll = F.cross_entropy(flat.detach(), true.reshape(-1), reduction="none").view(w.shape)
-        return MicroBatch(nll, w, isp, (true_nll * isp).sum(), (true_nll * isc).sum(), *missed)
+        n_rows = ids_in.shape[0]
+        slots = n_rows * ids_in.shape[1] if self.packing is not None else n_rows * int(t.lengths[rows].max())
+        return MicroBatch(nll, w, isp, (true_nll * isp).sum(), (true_nll * isc).sum(), *missed, n_rows, slots)
+
+    def _packed(self, rows: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+        """The examples ``rows`` laid end to end into rows of at most ``row_length`` tokens (best fit).
+
+        Returns the input ids, the five target tensors of :meth:`forward` (weight, trained target, true
+        target, is-prompt, is-completion; nothing is a target at an example's last token, so no target
+        crosses into the next example) and the model's other inputs: ``position_ids`` restarting at each
+        example, and the attention mask (block-diagonal for "boundaries", one causal row for "naive").
+        """
+        t = self.table
+        lengths = t.lengths[rows].tolist()
+        groups = best_fit(lengths, self.row_length)
+        width = max(sum(lengths[i] for i in g) for g in groups)
+        example = torch.full((len(groups), width), -1, dtype=torch.long)
+        column = torch.zeros((len(groups), width), dtype=torch.long)
+        for r, group in enumerate(groups):
+            at = 0
+            for i in group:
+                example[r, at : at + lengths[i]] = i
+                column[r, at : at + lengths[i]] = torch.arange(lengths[i])
+                at += lengths[i]
+        real = example >= 0
+        table_row = rows[example.clamp_min(0)]
+        # column t predicts token t + 1 of the same example: the example's last token predicts nothing
+        target = real & (column < t.lengths[table_row] - 1)
+        dev = self.device
+        r_i, c_i = table_row.to(dev), column.clamp(max=t.train_w.shape[1] - 1).to(dev)
+        target = target.to(dev)
+        ids = torch.where(real.to(dev), t.ids[r_i, column.to(dev)], t.ids.new_zeros(()))
+        picked = tuple(
+            torch.where(target, x[r_i, c_i], torch.zeros((), dtype=x.dtype, device=dev))
+            for x in (t.train_w, t.train_tgt, t.true_tgt, t.is_prompt, t.is_comp)
+        )
+        mask = block_causal_mask(example) if self.packing == "boundaries" else real.long()
+        return ids, picked, {"attention_mask": mask.to(dev), "position_ids": column.to(dev)}
 
     # ------------------------------------------------------------------ one optimiser step
     def step(self, k: int, rows: torch.Tensor) -> tuple[StepRecord, bool]:
@@ -239,7 +297,7 @@ class Trainer:
 
         # 3. Forward and backward, one micro-batch at a time. Each micro-batch's loss is already divided
         #    by the whole step's total weight, so the gradients add up to those of one ratio of sums.
-        sums = {"loss": 0.0, "prompt_nll_sum": 0.0, "completion_nll_sum": 0.0}
+        sums = {"loss": 0.0, "prompt_nll_sum": 0.0, "completion_nll_sum": 0.0, "n_rows": 0.0, "n_slots": 0.0}
         missed_p = missed_c = False
         prompt_grads = None
         for micro in rows.split(cfg.batch_size):
@@ -253,6 +311,8 @@ class Trainer:
             sums["loss"] += loss.detach()
             sums["prompt_nll_sum"] += mb.prompt_nll_sum
             sums["completion_nll_sum"] += mb.completion_nll_sum
+            sums["n_rows"] += mb.rows
+            sums["n_slots"] += mb.slots
             missed_p, missed_c = missed_p or mb.missed_prompt, missed_c or mb.missed_completion
 
         # 4. Gradient norms, global and per parameter group, before clipping.
@@ -300,15 +360,18 @@ class Trainer:
     def _record(self, k: int, v: dict[str, float], missed_p: bool, missed_c: bool) -> StepRecord:
         """The step's record from the fetched numbers."""
         n_p, n_c = v["n_prompt"], v["n_completion"]
+        loss = v["loss"] if self.logged_loss is None else self.logged_loss(v["loss"], n_micro=self.config.grad_accum)
         rec = StepRecord(
             step=k,
-            loss=v["loss"],
+            loss=loss,
             prompt_nll=v["prompt_nll_sum"] / n_p if n_p and not missed_p else None,
             completion_nll=v["completion_nll_sum"] / n_c if n_c and not missed_c else None,
             n_trained=int(v["n_trained"]),
             n_prompt_targets=int(n_p),
             n_completion_targets=int(n_c),
             n_tokens=int(v["n_tokens"]),
+            n_rows=int(v["n_rows"]),
+            n_slots=int(v["n_slots"]),
             grad_norm=v["grad_norm"],
             grad_norm_groups={name: v[f"group:{name}"] for name in self.group_names},
             lr=self.opt.param_groups[0]["lr"],

@@ -81,7 +81,9 @@ class StepRecord(Record):
             measured with the true next tokens whatever the masking or fault, before this step's
             update (None when the batch has no such target, or on a step skipped by ``measure_every``).
         n_trained: targets with a non-zero weight. n_prompt_targets, n_completion_targets: targets of
-            each part. n_tokens: real tokens, prompt included.
+            each part. n_tokens: real tokens, prompt included. n_rows: the rows the step's examples were
+            laid in (one per example, fewer when packed). n_slots: token slots of those rows, padding
+            included (``1 - n_tokens / n_slots`` is the share of padding; 0 in runs that predate it).
         grad_norm: the global gradient norm, before clipping. grad_norm_groups: per parameter group
             ("embeddings", "block_0", ..., "head" = final norm and untied output layer; a tied output
             matrix counts as embeddings).
@@ -105,6 +107,8 @@ class StepRecord(Record):
     n_prompt_targets: int = 0
     n_completion_targets: int = 0
     n_tokens: int = 0
+    n_rows: int = 0
+    n_slots: int = 0
     grad_norm: float | None = None
     grad_norm_groups: dict[str, float] = field(default_factory=dict)
     prompt_grad_share: float | None = None
