@@ -7,6 +7,8 @@ This module is the public import path (``from sftviz import render``); the code 
   :func:`runs_table_html`, :func:`quiz_html`, :func:`style_tag`, and the chips and tables they use);
 * :mod:`sftviz.views.records`: the records the static HTML and the live widgets share
   (:func:`token_records`, :func:`logprob_records`, :func:`gradient_records`, ...);
+* :mod:`sftviz.views.packing`: a packed row, its position ids, targets and attention mask
+  (:func:`packed_row_html`);
 * :mod:`sftviz.views.vocab`: the display vocabulary (segment names, words, colours; the CSS and JS
   the front ends get from it). ``SEGMENTS`` here maps each segment to ``(words, description)``.
 
@@ -36,6 +38,7 @@ from .views.html import (
     token_html,
     tokens_strip_html,
 )
+from .views.packing import packed_row_html
 from .views.records import (
     IGNORE_INDEX,
     cosine_sentence,
@@ -83,6 +86,7 @@ __all__ = [
     "logprob_records",
     "logprob_table_html",
     "notes_of",
+    "packed_row_html",
     "quiz_html",
     "runs_table_html",
     "seglabel_html",

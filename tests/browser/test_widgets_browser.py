@@ -403,6 +403,22 @@ def test_xray_marks_in_the_token_view_and_the_report_match_python(nb):
     nb.screenshot(nb.output(report), "xray_report")
 
 
+def test_packed_row_view_draws_the_batch_python_packed(nb):
+    want = json.loads(nb.marker("SFTVIZ_E2E_PACKED"))
+    view = VIEWS["packed_row"]
+    nb.wait_js("the packed-row view", "css => !!document.querySelector(css)", view, timeout=30)
+    got = nb.js(
+        """css => { const v = document.querySelector(css);
+             return {chips: v.querySelectorAll('.sftviz-pk-tok').length, cross: +v.dataset.sftvizCrossKeys,
+                     cells: v.querySelectorAll('svg.sftviz-pk-grid rect.sftviz-pk-cell').length,
+                     boundaries: v.querySelectorAll('.sftviz-pk-tok[data-sftviz-target="boundary"]').length}; }""",
+        view,
+    )
+    assert got["chips"] == want["positions"] and got["cells"] > 0
+    assert got["cross"] == sum(want["cross"].values()) > 0 and got["boundaries"] == len(want["cross"])
+    nb.screenshot(nb.output(view), "packed_row")
+
+
 def test_no_uncaught_errors_in_the_page(nb):
     ours = [e for e in nb.page_errors if "sftviz" in e or "anywidget" in e or "widget" in e.lower()]
     assert not ours, f"uncaught errors in the page: {ours[:3]}"
@@ -413,7 +429,8 @@ def test_no_uncaught_errors_in_the_page(nb):
 # layout, screenshots. These run last: they switch the theme and the window size (and switch back).
 # --------------------------------------------------------------------------------------------
 
-# Each view's root as it is in the page: the five widgets and a static view (a ScoreReport's HTML).
+# Each view's root as it is in the page: the five widgets and the static views (a ScoreReport's HTML, the
+# X-ray report, a packed row).
 VIEWS = {
     "token_view": ".sftviz-tokenview:not(.sftviz-static)",
     "token_view_shifted": ".sftviz-tokenview:has(.sftviz-shift)",
@@ -424,6 +441,7 @@ VIEWS = {
     "static_view": ".sftviz-static.sftviz-logprobview",
     "xray_token_view": ".sftviz-tokenview.sftviz-xrayview",
     "xray_report": ".sftviz-static.sftviz-xray",
+    "packed_row": ".sftviz-static.sftviz-packedview",
 }
 THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
 
