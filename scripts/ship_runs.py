@@ -1,6 +1,6 @@
 """Rebuild the run records that sftviz ships (``sftviz/assets/runs``): the course's own fine-tunes.
 
-Notebooks 4, 5 and 6 run top to bottom with their default parameters (notebook 6 on the real model,
+Notebooks 4, 5, 6 and 7 run top to bottom with their default parameters (notebook 6 on the real model,
 which must be installed: ``python -m sftviz.models install``), with one thread, once per kind of CPU
 kernels this machine can run: its own, the narrower AVX2 ones where its own are AVX-512 (what a CPU
 without AVX-512 runs), and PyTorch's portable ones (``ATEN_CPU_CAPABILITY=default``, another CPU's
@@ -10,7 +10,7 @@ with ``manifest.json`` saying where and with what they were made. :mod:`sftviz.t
 when a record is used: only for the very run it records (same weights, data, settings, seed, kernels,
 threads, code, versions).
 
-Run it after a change to the code in ``sftviz.train.cache.CODE``, to notebook 4's, 5's or 6's parameters
+Run it after a change to the code in ``sftviz.train.cache.CODE``, to notebook 4's, 5's, 6's or 7's parameters
 or data, or to the pinned torch or transformers; ``tests/test_shipped_runs.py`` says when it is needed.
 It takes about 7 minutes on 2 cores.
 
@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = (
     "04_finetuning_masking_on_off.ipynb", "05_diagnose_a_faulty_finetune.ipynb", "06_on_a_real_model.ipynb",
+    "07_packing_and_normalisation.ipynb",
 )  # fmt: skip
 # The kernels a CPU whose own are the key can also run, narrowest last (ATEN_CPU_CAPABILITY's values).
 NARROWER = {"AVX512": ("avx2",)}

@@ -27,6 +27,7 @@ from .mystery import (
     mystery_runs,
     write_case,
 )
+from .packing_checks import check_matching_reduction, check_packed_targets
 from .xray_checks import check_xray_prediction
 
 __all__ = [
@@ -40,7 +41,9 @@ __all__ = [
     "check_from_curves",
     "check_labels",
     "check_masked_loss",
+    "check_matching_reduction",
     "check_number",
+    "check_packed_targets",
     "check_predicting_position",
     "check_prediction",
     "check_xray_prediction",

@@ -87,9 +87,9 @@ def test_course_commands_work_from_a_wheel_without_a_clone(tmp_path):
         res = subprocess.run([py, "-m", "sftviz.course", *args], cwd=work, env=env, capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
     names = sorted(p.name for p in (work / "instructor").glob("*.ipynb"))
-    assert len(names) == 6 and names == sorted(p.name for p in (ROOT / "notebooks").glob("0*.ipynb"))
+    assert len(names) == 7 and names == sorted(p.name for p in (ROOT / "notebooks").glob("0*.ipynb"))
     assert names == sorted(p.name for p in (work / "student").glob("*.ipynb"))
-    # Notebook 6 has no graded cell: it is handed out as it is, not part of the nbgrader assignment.
+    # Notebooks 6 and 7 have no graded cell: they are handed out as they are, not part of the nbgrader assignment.
     assert names[:5] == sorted(p.name for p in (work / "course" / "source" / "sft-lab").glob("*.ipynb"))
     assert "### BEGIN SOLUTION" in (work / "instructor" / names[0]).read_text()
     assert "### BEGIN SOLUTION" not in (work / "student" / names[0]).read_text()

@@ -50,7 +50,7 @@ def test_the_shipped_records_are_of_this_code():
     records = sorted(run_cache.SHIPPED.glob("*.json"))
     # Per kind of kernels: notebook 4's 18 runs and 3 controls, notebook 5's 5, notebook 6's 2.
     kinds = MANIFEST["cpu_kernels"]
-    assert "DEFAULT" in kinds and len(records) - 1 == MANIFEST["runs"] == len(kinds) * 28, (kinds, len(records))
+    assert "DEFAULT" in kinds and len(records) - 1 == MANIFEST["runs"] == len(kinds) * 40, (kinds, len(records))
     for path in records:
         assert "/" not in json.loads(path.read_text()).get("config", {}).get("model", {}).get("name_or_path", ""), path
 
@@ -95,13 +95,16 @@ def test_notebooks_4_5_and_6_read_every_run_from_the_shipped_records():
         _cells_until("04_finetuning_masking_on_off.ipynb", "random_model = AutoModelForCausalLM"),
         _cells_until("05_diagnose_a_faulty_finetune.ipynb", "exercises.mystery_runs("),
         _cells_until("06_on_a_real_model.ipynb", "sv.compare_masking("),
+        _cells_until("07_packing_and_normalisation.ipynb", "PACKINGS = "),
     ]
     res = subprocess.run(
         [sys.executable, "-c", RUN_CELLS, str(NOTEBOOKS)], input=json.dumps(cells), text=True, capture_output=True,
         env=env,
     )  # fmt: skip
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    for line in ("support: 9 runs in", "9 of them read from the run cache", "3 of them read from the run cache"):
+    lines = ("support: 9 runs in", "9 of them read from the run cache", "3 of them read from the run cache",
+             "6 of 6 runs read from sftviz's records")  # fmt: skip
+    for line in lines:
         assert line in res.stdout, res.stdout
 
 

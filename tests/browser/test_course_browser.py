@@ -31,6 +31,7 @@ WIDGETS = {
     "04": {"sftviz-labpanel": 1, "sftviz-quizw": 1},
     "05": {"sftviz-tokenview": 4, "sftviz-quizw": 1},
     "06": {"sftviz-tokenview": 1},
+    "07": {"sftviz-quizw": 1},
 }
 
 CELLS_STATE = """() => {
