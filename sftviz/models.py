@@ -85,8 +85,8 @@ REAL_MODELS = {
 QUICK_NOTEBOOK_PARAMETERS = {
     "01": {"PROBE_ROWS": 12},
     "02": {},
-    "03": {"BATCH_SIZE": 4},
-    "04": {"DATASETS": ["support"], "SEEDS": [0], "STEPS": 2, "BATCH_SIZE": 2, "LR": 2e-5, "EVAL_ROWS": 2},
+    "03": {"BATCH_SIZE": 2},
+    "04": {"DATASETS": ["support"], "SEEDS": [0], "STEPS": 2, "BATCH_SIZE": 2, "LR": 2e-5, "EVAL_ROWS": 1},
     "05": {"STEPS": 2, "BATCH_SIZE": 2, "GRAD_ACCUM": 2, "LR": 2e-5, "EVAL_ROWS": 4, "EVAL_EXAMPLES": 2},
     "06": {},
 }
