@@ -52,6 +52,7 @@ ROW_LENGTH = 256  # tokens per packed row (at least the longest example)
 BATCH_SIZE = 8  # examples per micro-batch
 GRAD_ACCUM = 2  # micro-batches per step (a step sees 16 examples)
 STEPS = 40
+GA_STEPS = 20  # the gradient-accumulation comparison of section 5
 SEEDS = (0, 1)  # one seed works, but cannot show the seed-to-seed spread
 LR = 1e-3  # the bundled model's rate; about 2e-5 for a real model such as SmolLM2
 
@@ -359,7 +360,7 @@ GA_SETTINGS = {
     "2 x 8, mean of means": {"batch_size": 8, "grad_accum": 2, "fault": "accum_mean_of_means"},
 }
 ga = {
-    name: sv.finetune(model, tok, train_rows, steps=20, lr=LR, seed=0, eval_every=None, cache="auto", **settings)
+    name: sv.finetune(model, tok, train_rows, steps=GA_STEPS, lr=LR, seed=0, eval_every=None, cache="auto", **settings)
     for name, settings in GA_SETTINGS.items()
 }
 
@@ -372,7 +373,7 @@ for name in list(ga)[1:]:
     size = "below 1e-4" if diffs[name] < 1e-4 else "above 1e-3" if diffs[name] > 1e-3 else "between 1e-4 and 1e-3"
     print(
         f"{name}: loss at step 1 {ga[name].history[0]['loss']:.3f}, largest difference from one batch over "
-        f"20 steps {size}"
+        f"{GA_STEPS} steps {size}"
     )
 assert diffs["2 x 8, token mean"] < 1e-4 < diffs["2 x 8, mean of means"]
 
@@ -428,10 +429,11 @@ for fault, run in suspects.items():
 # * **The logged loss scaled by the accumulation steps**: unpacked, and the objective is exactly
 #   `GRAD_ACCUM` times the completion NLL at every step; everything else is the healthy run's.
 #
-# `exercises.confirm_hallmarks` checks each with thresholds; it raises if one does not show.
+# `exercises.confirm_hallmarks` checks each with thresholds and names any run whose hallmark does not show
+# (short runs, or a large model, may not get that far).
 
 # %%
-for line in exercises.confirm_hallmarks(healthy, suspects, tok, train_rows[0]):
+for line in exercises.confirm_hallmarks(healthy, suspects, tok, train_rows[0], strict=False):
     print(line)
 
 # %% [markdown]
