@@ -19,7 +19,6 @@ Each reduction here takes the step's pieces, a list of ``(nll, weights, process)
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -119,10 +118,15 @@ def _pieces(model: Any, tok: Any, examples: list, micro_batches: int, processes:
     return pieces
 
 
-def _grad(model: Any, loss: torch.Tensor) -> torch.Tensor:
-    model.zero_grad(set_to_none=True)
-    loss.backward()
-    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+def _grad(params: list, loss: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``loss`` as one flat vector (the parameters' ``.grad`` are left alone)."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(params, grads)])
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 20) -> float:
+    """``a . b`` summed in float64 a chunk at a time (float32 over 10^8 terms is off by about 1e-4)."""
+    return sum(float(a[i : i + chunk].double() @ b[i : i + chunk].double()) for i in range(0, a.numel(), chunk))
 
 
 def gradient_distances(
@@ -139,12 +143,22 @@ def gradient_distances(
     examples = [to_example(tok, r, where=f"rows[{i}]") for i, r in enumerate(rows)]
     if len(examples) < processes * micro_batches:
         raise ValueError(f"{len(examples)} rows cannot fill {processes} x {micro_batches} pieces; give more rows.")
-    work = copy.deepcopy(model).float().eval()
-    full = _grad(work, step_token_mean(_pieces(work, tok, examples, 1, 1, packed=False)))
-    out = []
-    for r in REDUCTIONS.values():
-        g = _grad(work, r.fn(_pieces(work, tok, examples, micro_batches, processes, packed=r.packed)))
-        cos = torch.nn.functional.cosine_similarity(g.double(), full.double(), dim=0).item()
-        out.append({"reduction": r.name, "description": r.description, "cosine": cos,
-                    "relative_l2": ((g - full).norm() / full.norm()).item()})  # fmt: skip
-    return out
+    params = [p for p in model.parameters() if p.requires_grad]
+    if any(p.dtype != torch.float32 for p in params):
+        raise TypeError("gradient_distances compares float32 gradients; load the model in float32.")
+    was = model.training
+    model.eval()
+    try:
+        full = _grad(params, step_token_mean(_pieces(model, tok, examples, 1, 1, packed=False)))
+        ff = _dot(full, full)
+        out = []
+        for r in REDUCTIONS.values():
+            g = _grad(params, r.fn(_pieces(model, tok, examples, micro_batches, processes, packed=r.packed)))
+            gg, gf = _dot(g, g), _dot(g, full)
+            g.sub_(full)  # now g - full, in place
+            out.append({"reduction": r.name, "description": r.description, "cosine": gf / (gg * ff) ** 0.5,
+                        "relative_l2": (_dot(g, g) / ff) ** 0.5})  # fmt: skip
+            del g
+        return out
+    finally:
+        model.train(was)

@@ -225,6 +225,8 @@ runs = {
     for packing in PACKINGS
     for seed in SEEDS
 }
+for run in runs.values():  # the records are all this notebook reads: let the trained models go (memory)
+    run.model, run.state = None, None
 print(f"{sum(r.cached for r in runs.values())} of {len(runs)} runs read from sftviz's records")
 
 
@@ -363,6 +365,8 @@ ga = {
     name: sv.finetune(model, tok, train_rows, steps=GA_STEPS, lr=LR, seed=0, eval_every=None, cache="auto", **settings)
     for name, settings in GA_SETTINGS.items()
 }
+for run in ga.values():  # records only, as above
+    run.model, run.state = None, None
 
 # %%
 base = [h["loss"] for h in ga["one batch of 16"].history]
@@ -407,6 +411,8 @@ suspects = {
     )
     for fault in SUSPECTS
 }
+for run in suspects.values():  # records only, as above
+    run.model, run.state = None, None
 
 # %% [markdown]
 # What gives each away, measured from the records against the healthy run (`exercises.clues`): the
