@@ -76,7 +76,7 @@ for notebook in json.loads(sys.stdin.read()):
 
 
 @pytest.mark.slow
-def test_notebooks_4_5_and_6_read_every_run_from_the_shipped_records():
+def test_notebooks_4_to_7_read_every_run_from_the_shipped_records():
     """With this CPU's own kernels (ship_runs.py makes every kind in one go, so one kind read through
     stands for the others: the count above checks that each kind has as many)."""
     why = _same_machine_kind()

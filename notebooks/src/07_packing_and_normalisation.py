@@ -205,23 +205,12 @@ print(
 
 # %% tags=["nbval-ignore-output"]
 PACKINGS = (None, "boundaries", "naive")
+# The settings every run of sections 4 and 6 shares; cache="auto": sftviz's records of these very runs,
+# where they match (see notebook 4).
+SHARED = {"steps": STEPS, "batch_size": BATCH_SIZE, "grad_accum": GRAD_ACCUM, "lr": LR, "max_length": ROW_LENGTH,
+          "eval_data": eval_rows, "eval_every": None, "eval_examples": 0, "cache": "auto"}
 runs = {
-    (packing, seed): sv.finetune(
-        model,
-        tok,
-        train_rows,
-        steps=STEPS,
-        batch_size=BATCH_SIZE,
-        grad_accum=GRAD_ACCUM,
-        lr=LR,
-        seed=seed,
-        packing=packing,
-        max_length=ROW_LENGTH,
-        eval_data=eval_rows,
-        eval_every=None,
-        eval_examples=0,
-        cache="auto",  # sftviz's records of these very runs, where they match (see notebook 4)
-    )
+    (packing, seed): sv.finetune(model, tok, train_rows, seed=seed, packing=packing, **SHARED)
     for packing in PACKINGS
     for seed in SEEDS
 }
@@ -392,25 +381,7 @@ assert diffs["2 x 8, token mean"] < 1e-4 < diffs["2 x 8, mean of means"]
 # %% tags=["nbval-ignore-output"]
 SUSPECTS = ("naive_packing", "packed_row_mean", "loss_scaled_by_accum")
 healthy = runs[None, SEEDS[0]]
-suspects = {
-    fault: sv.finetune(
-        model,
-        tok,
-        train_rows,
-        steps=STEPS,
-        batch_size=BATCH_SIZE,
-        grad_accum=GRAD_ACCUM,
-        lr=LR,
-        seed=SEEDS[0],
-        fault=fault,
-        max_length=ROW_LENGTH,
-        eval_data=eval_rows,
-        eval_every=None,
-        eval_examples=0,
-        cache="auto",  # sftviz's records of these very runs, where they match (see notebook 4)
-    )
-    for fault in SUSPECTS
-}
+suspects = {fault: sv.finetune(model, tok, train_rows, seed=SEEDS[0], fault=fault, **SHARED) for fault in SUSPECTS}
 for run in suspects.values():  # records only, as above
     run.model, run.state = None, None
 
