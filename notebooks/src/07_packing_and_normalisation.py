@@ -194,9 +194,9 @@ print(
 # %% [markdown]
 # A model such as GPT-2 (the bundled model's architecture) gives positions to its attention only through
 # its position embeddings: restarting `position_ids` do not stop it from reading the example before.
-# Some attention implementations (flash attention with `position_ids`, in recent transformers) do treat a
-# restart as a boundary; which one a model uses depends on the model and the library version, which is
-# why sftviz passes the block-diagonal mask explicitly.
+# Whether a model treats a restart as a boundary depends on its architecture, its attention implementation
+# and the library version (recent transformers can infer the boundaries from `position_ids` for some
+# models when no attention mask is given), which is why sftviz passes the block-diagonal mask explicitly.
 #
 # ## 4. A short fine-tune: padded, packed, naively packed
 #
@@ -254,7 +254,7 @@ print(
 )
 
 # %% [markdown]
-# How fast? The records above were made on another machine, so their step times are not yours. The cell
+# How fast? Records read from sftviz's store carry the step times of the machine that made them. The cell
 # below times ten steps of each layout here, on the same batches (`cache=False`: trained now), and
 # reports real (non-padding) tokens per second.
 
@@ -287,8 +287,8 @@ print(
 # %% [markdown]
 # Why packing can lose on the course's data: there is little padding to save (section 1), and the
 # block-diagonal mask is a dense `(rows, 1, length, length)` tensor, so attention covers whole rows of 256
-# tokens instead of examples of about 50. `bench/bench_packing.py` measures the same on `support` and `explain`
-# over whole epochs. Packing pays with many short examples beside long ones, and with attention kernels
+# tokens instead of examples of about 50. `bench/bench_packing.py` measures the same on `support`, `explain` and
+# `support-chat` over whole epochs. Packing pays with many short examples beside long ones, and with attention kernels
 # that skip the masked blocks (flash attention's variable-length kernels on a GPU).
 #
 # ## 5. Normalisation: which average gives the gradient of the whole batch?
