@@ -399,8 +399,8 @@ for fault, run in suspects.items():
 
 # %% [markdown]
 # * **Naive packing**: packed batches, the objective *is* the completion NLL of its batches, and yet that
-#   NLL stays far above the healthy run's: every example after the first in a row is read with a foreign
-#   example in front of it, at positions that restart as if nothing were there.
+#   NLL ends above twice the healthy run's (the hallmark checked below): every example after the first in a
+#   row is read with a foreign example in front of it, at positions that restart as if nothing were there.
 # * **A per-row mean in packed rows**: packed batches, right labels, and an objective that is not the
 #   completion NLL of the batch, only the averaging can be wrong.
 # * **The logged loss scaled by the accumulation steps**: unpacked, and the objective is exactly
