@@ -12,11 +12,16 @@ dataset with the most padding.
 
     python bench/bench_packing.py              # writes its section of bench/RESULTS.md
     python bench/bench_packing.py --no-write
+    python bench/bench_packing.py --device cuda --model smollm2-135m-instruct   # its own section
+
+On a GPU the steps run under bf16 autocast, as ``sv.finetune`` trains there, and the clock waits for the
+GPU (``torch.cuda.synchronize``) before it is read.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import time
 
@@ -34,18 +39,29 @@ def step_batches(collate, rows, batch_rows):
 
 
 def run(model, batches, rounds):
-    """Best-of-``rounds`` seconds for one pass of training steps over ``batches``."""
+    """Best-of-``rounds`` seconds for one pass of training steps over ``batches`` (after one warm-up step)."""
+    device = next(model.parameters()).device
+    cuda = device.type == "cuda"
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    batches = [{k: v.to(device) for k, v in b.items() if isinstance(v, torch.Tensor)} for b in batches]
     best = float("inf")
     for _ in range(rounds):
         m = copy.deepcopy(model).train()
         opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-        t0 = time.perf_counter()
-        for b in batches:
+        for i, b in enumerate(batches[:1] + batches):
+            if i == 1:
+                if cuda:
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
             inputs = {k: b[k] for k in ("input_ids", "attention_mask", "position_ids") if k in b}
-            loss = sv.sft_loss(m(**inputs).logits, b["labels"])
+            with amp():
+                logits = m(**inputs).logits
+            loss = sv.sft_loss(logits.float(), b["labels"])
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -55,10 +71,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16, help="examples per padded batch")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--row-length", type=int, default=256, help="tokens per packed row (at least the longest example)")
+    ap.add_argument("--model", default="sftviz-tiny", help="default: sftviz-tiny (any name sv.load_model takes)")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     ap.add_argument("--no-write", action="store_true", help="print only; do not update bench/RESULTS.md")
     args = ap.parse_args()
     info = C.machine()
-    model, tok = sv.load_model(device="cpu")
+    model, tok = sv.load_model(args.model, device=args.device)
+    device = next(model.parameters()).device
     table = []
     for name in ("support", "explain", "support-chat"):
         rows = sv.load_dataset(name, split="train")
@@ -77,7 +96,8 @@ def main() -> None:
     met = "met" if ratios[most] >= GOAL else "not met"
     body = (
         f"Machine: {C.machine_line(info)}\n\n"
-        f"One epoch of training steps (forward, backward, AdamW) on sftviz-tiny, {args.batch} examples per padded "
+        f"One epoch of training steps (forward, backward, AdamW) on {args.model}, "
+        f"{'on the GPU under bf16 autocast' if device.type == 'cuda' else 'on the CPU'}, {args.batch} examples per padded "
         f"batch (padded to its longest); the packed run packs the same batch's examples into rows of "
         f"{args.row_length} tokens (best fit), attention inside each example (a dense 4-D mask). Best of "
         f"{args.rounds} rounds.\n\n"
@@ -103,7 +123,10 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        C.write_section("bench_packing", "## Packed vs padded training (`python bench/bench_packing.py`)\n\n" + body)
+        default = args.model == "sftviz-tiny" and device.type == "cpu"
+        name = "bench_packing" if default else f"bench_packing_{device.type}_{args.model}"
+        command = "python bench/bench_packing.py" + ("" if default else f" --device {device.type} --model {args.model}")
+        C.write_section(name, f"## Packed vs padded training (`{command}`)\n\n" + body)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch
 
 from .checks import check_model, check_tokenizer, max_positions
 from .data import Example, build_example, to_example
+from .modeling import model_device
 
 
 @dataclass
@@ -177,13 +178,6 @@ class ScoreReport:
         )
 
 
-def _model_device(model):
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return torch.device("cpu")
-
-
 @torch.no_grad()
 def score_batch(
     model: Any, tok: Any, items: list, *, batch_size: int = 16, top_k: int = 0, **example_kwargs: Any
@@ -215,7 +209,7 @@ def score_batch(
             f"The text has token id {top} but the model's vocabulary has {vocab} entries: the tokenizer does "
             "not belong to this model."
         )
-    device = _model_device(model)
+    device = model_device(model)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     reports = []
     for start in range(0, len(examples), batch_size):

@@ -53,6 +53,21 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def model_device(model: Any) -> torch.device:
+    """The device that holds ``model``'s weights (its first parameter's; the CPU for a model without any)."""
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError, TypeError):
+        return torch.device("cpu")
+
+
+def to_model_device(batch: dict, model: Any) -> dict:
+    """``batch`` (a collator's or ``sv.pack``'s dict) with every tensor on ``model``'s device, so that a
+    model loaded on a GPU (``device="auto"``) reads batches that were built on the CPU."""
+    device = model_device(model)
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def _resolve_dtype(dtype):
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype

@@ -18,13 +18,15 @@ import torch
 from .checks import check_int
 from .data import IGNORE_INDEX
 from .loss import token_nll
+from .modeling import to_model_device
 from .packing import best_fit, model_inputs
 
 
-def _check_batch(batch: object) -> dict:
+def _check_batch(batch: object, model: Any) -> dict:
+    """The packed batch on the model's device (a model on a GPU reads a batch that sv.pack built on the CPU)."""
     if not isinstance(batch, dict) or not {"input_ids", "labels", "example_index"} <= set(batch):
         raise TypeError("give a packed batch from sv.pack(...): a dict with input_ids, labels and example_index.")
-    return batch
+    return to_model_device(batch, model)
 
 
 def _per_example(nll: torch.Tensor, batch: dict) -> list[torch.Tensor]:
@@ -45,7 +47,7 @@ def _per_example(nll: torch.Tensor, batch: dict) -> list[torch.Tensor]:
 def example_losses(model: Any, batch: dict) -> list[float]:
     """Each example's mean loss (nats per trained target) from one forward pass of the packed ``batch``,
     in the order of the examples given to :func:`sftviz.pack`."""
-    batch = _check_batch(batch)
+    batch = _check_batch(batch, model)
     was = model.training
     model.eval()
     try:
@@ -59,7 +61,7 @@ def example_losses(model: Any, batch: dict) -> list[float]:
 def example_gradients(model: Any, batch: dict) -> list[torch.Tensor]:
     """Each example's gradient (of its own mean loss, flattened over every trainable parameter) inside the
     packed ``batch``; the model's ``.grad`` is left as it was."""
-    batch = _check_batch(batch)
+    batch = _check_batch(batch, model)
     params = [p for p in model.parameters() if p.requires_grad]
     was = model.training
     model.eval()

@@ -28,6 +28,7 @@ import torch
 from .collate import collate_examples
 from .data import to_example
 from .loss import token_nll
+from .modeling import to_model_device
 from .packing import best_fit, pack_examples
 
 Piece = tuple[torch.Tensor, torch.Tensor, int]  # nll, weights, process
@@ -109,11 +110,12 @@ def _pieces(model: Any, tok: Any, examples: list, micro_batches: int, processes:
             width = max(len(e) for e in group) * 3
             batch = pack_examples(group, max_length=width, pad_id=tok.pad_token_id,
                                   rows=best_fit([len(e) for e in group], width))  # fmt: skip
-            inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}
+            keys = ("input_ids", "attention_mask", "position_ids")
         else:
             batch = collate_examples(group, tok.pad_token_id)
-            inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
-        nll = token_nll(model(**inputs).logits, batch["labels"])
+            keys = ("input_ids", "attention_mask")
+        batch = to_model_device(batch, model)  # built on the CPU; the model may be on a GPU
+        nll = token_nll(model(**{key: batch[key] for key in keys}).logits, batch["labels"])
         pieces.append((nll, batch["loss_weights"], k // micro_batches))
     return pieces
 

@@ -66,8 +66,8 @@ print(ex)
 
 # %%
 ids = torch.tensor([ex.input_ids])
-with torch.no_grad():
-    logits = model(input_ids=ids).logits
+with torch.no_grad():  # the model may be on a GPU (device="auto"); the sums below run on the CPU
+    logits = model(input_ids=ids.to(model.device)).logits.cpu()
 per_token = sv.token_nll(logits, ids)[0]
 rep0 = sv.score(model, tok, example=ex, top_k=0)
 plots.plot_logprobs(rep0)
@@ -90,7 +90,7 @@ print(f"full sequence   {full_sum:7.1f} nats = prompt + completion: {abs(full_su
 
 labels = torch.tensor([ex.labels])
 with torch.no_grad():
-    hf_loss = float(model(input_ids=ids, labels=labels).loss)
+    hf_loss = float(model(input_ids=ids.to(model.device), labels=labels.to(model.device)).loss)
 print(f"masked loss: sv.sft_loss = {float(sv.sft_loss(logits, labels)):.4f}, HF model(labels=...) = {hf_loss:.4f}")
 
 # %% [markdown]
@@ -268,7 +268,7 @@ assert n_full > n_masked
 import time
 
 batch = sv.SFTCollator(tok)(rows[:BATCH_SIZE])
-args = (batch["input_ids"], batch["labels"], batch["attention_mask"])
+args = tuple(batch[k].to(model.device) for k in ("input_ids", "labels", "attention_mask"))  # where the model is
 
 
 def step(fn):
@@ -276,7 +276,8 @@ def step(fn):
     start = time.perf_counter()
     loss = fn()
     loss.backward()
-    return float(loss.detach()), time.perf_counter() - start, [p.grad.clone() for p in model.parameters()]
+    value = float(loss.detach())  # on a GPU, this waits for the backward to finish
+    return value, time.perf_counter() - start, [p.grad.clone() for p in model.parameters()]
 
 
 full_fn = lambda: sv.sft_loss(model(input_ids=args[0], attention_mask=args[2]).logits, args[1])  # noqa: E731
