@@ -81,7 +81,8 @@ REAL_MODELS = {
 #: fewer probe questions, smaller batches, one dataset and one seed, a few steps on a few held-out rows,
 #: and a learning rate for a model of its size. Notebook 6 runs on it as it is. Short runs show less: the
 #: notebooks say which of their claims the runs support. ``tests/test_real_model.py`` and
-#: ``bench/bench_notebooks.py --real-model`` run the notebooks with these.
+#: ``bench/bench_notebooks.py --real-model`` run the notebooks with these (the test runs notebook 7, about
+#: two minutes on 2 cores, only with ``SFTVIZ_SLOW_TESTS=1``).
 QUICK_NOTEBOOK_PARAMETERS = {
     "01": {"PROBE_ROWS": 12},
     "02": {},
@@ -89,6 +90,16 @@ QUICK_NOTEBOOK_PARAMETERS = {
     "04": {"DATASETS": ["support"], "SEEDS": [0], "STEPS": 2, "BATCH_SIZE": 2, "LR": 2e-5, "EVAL_ROWS": 1},
     "05": {"STEPS": 2, "BATCH_SIZE": 2, "GRAD_ACCUM": 2, "LR": 2e-5, "EVAL_ROWS": 4, "EVAL_EXAMPLES": 2},
     "06": {},
+    "07": {
+        "STEPS": 2,
+        "GA_STEPS": 1,
+        "SPEED_STEPS": 3,
+        "SEEDS": [0],
+        "BATCH_SIZE": 2,
+        "GRAD_ACCUM": 2,
+        "LR": 2e-5,
+        "EVAL_ROWS": 4,
+    },
 }
 
 

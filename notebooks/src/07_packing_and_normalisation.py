@@ -47,12 +47,13 @@ except ImportError:
 MODEL_NAME = "sftviz-tiny"
 DATASET = "support"  # bundled prompt/completion data, or a path to your own JSONL file
 EVAL_FRACTION = None  # for a JSONL file without its own split: the share of its rows to hold out, e.g. 0.2
-EVAL_ROWS = 24  # held-out rows each run is scored on (None: all of them)
+EVAL_ROWS = 24  # held-out rows each run is scored on (None: all of them; at least 4, which section 5 cuts in 4 pieces)
 ROW_LENGTH = 256  # tokens per packed row (at least the longest example)
 BATCH_SIZE = 8  # examples per micro-batch
-GRAD_ACCUM = 2  # micro-batches per step (a step sees 16 examples)
+GRAD_ACCUM = 2  # micro-batches per step (at least 2 for section 5; a step sees BATCH_SIZE x GRAD_ACCUM examples)
 STEPS = 40
 GA_STEPS = 20  # the gradient-accumulation comparison of section 5
+SPEED_STEPS = 10  # steps timed per layout in section 4 (at least 3: the first two are left out)
 SEEDS = (0, 1)  # one seed works, but cannot show the seed-to-seed spread
 LR = 1e-3  # the bundled model's rate; about 2e-5 for a real model such as SmolLM2
 
@@ -102,12 +103,12 @@ if worse:
     print(f"Packing wastes more slots than padding on: {', '.join(worse)}.")
 
 # %% [markdown]
-# Where the lengths are close, padding costs little, and packing a batch of 16 into rows of 256 tokens
-# can waste more than it saves (the cell says where): its last row is short, and every row is padded to
-# the longest row. Krell et
-# al. (2021) found up to half of all tokens were padding on common corpora with long-tailed lengths; on
-# such data packing pays. A padding-free batch (every example of the batch in one row, as TRL's
-# `padding_free=True` does) has no padding at all, but its attention must then keep the examples apart.
+# Where the lengths are close, padding costs little, and packing a batch of 16 into rows of `ROW_LENGTH`
+# tokens can waste more than it saves (the cell says where): its last row is short, and every row is padded
+# to the longest row. Krell et al. (2021) found up to half of all tokens were padding on common corpora
+# with long-tailed lengths; on such data packing pays. A padding-free batch (every example of the batch in
+# one row, as TRL's `padding_free=True` does) has no padding at all, but its attention must then keep the
+# examples apart.
 
 # %% [markdown]
 # ## 2. What a packed row trains
@@ -240,23 +241,29 @@ for p in PACKINGS:
 same = max(abs(a - b) for a, b in zip(ends[None], ends["boundaries"]))
 assert same < 5e-3, same
 gaps = [n - p for n, p in zip(ends["naive"], ends[None])]
-spread = max(ends[None]) - min(ends[None]) if len(SEEDS) > 1 else float("nan")
 print("\nPacked with boundaries, every seed ends where the padded run does (within 0.005 nats).")
-if all(g > 0 for g in gaps):
-    verdict = "worse than the padded run at every seed"
-elif all(g < 0 for g in gaps):
-    verdict = "better than the padded run at every seed"
+if len(SEEDS) == 1:
+    side = "worse than" if gaps[0] > 0 else "better than" if gaps[0] < 0 else "level with"
+    print(
+        f"Naive packing ends {side} the padded run by {gaps[0]:+.2f} nats at seed {SEEDS[0]}; one seed cannot "
+        "show the seed-to-seed spread, so this may be the batch order's doing (add seeds to SEEDS)."
+    )
 else:
-    verdict = "on either side of the padded run, depending on the seed"
-print(
-    f"Naive packing ends {verdict}: by {min(gaps):+.2f} to {max(gaps):+.2f} nats, against a seed-to-seed spread "
-    f"of {spread:.2f} nats among the padded runs."
-)
+    if all(g > 0 for g in gaps):
+        verdict = "worse than the padded run at every seed"
+    elif all(g < 0 for g in gaps):
+        verdict = "better than the padded run at every seed"
+    else:
+        verdict = "on either side of the padded run, depending on the seed"
+    print(
+        f"Naive packing ends {verdict}: by {min(gaps):+.2f} to {max(gaps):+.2f} nats, against a seed-to-seed "
+        f"spread of {max(ends[None]) - min(ends[None]):.2f} nats among the padded runs."
+    )
 
 # %% [markdown]
 # How fast? Records read from sftviz's store carry the step times of the machine that made them. The cell
-# below times ten steps of each layout here, on the same batches (`cache=False`: trained now), and
-# reports real (non-padding) tokens per second.
+# below times `SPEED_STEPS` steps of each layout here, on the same batches of `BATCH_SIZE x GRAD_ACCUM`
+# examples in one micro-batch (`cache=False`: trained now), and reports real (non-padding) tokens per second.
 
 # %% tags=["nbval-ignore-output"]
 speed = {}
@@ -265,8 +272,8 @@ for p in (None, "boundaries"):
         model,
         tok,
         train_rows,
-        steps=10,
-        batch_size=16,
+        steps=SPEED_STEPS,
+        batch_size=BATCH_SIZE * GRAD_ACCUM,
         lr=LR,
         seed=0,
         packing=p,
@@ -286,10 +293,11 @@ print(
 
 # %% [markdown]
 # Why packing can lose on the course's data: there is little padding to save (section 1), and the
-# block-diagonal mask is a dense `(rows, 1, length, length)` tensor, so attention covers whole rows of 256
-# tokens instead of examples of about 50. `bench/bench_packing.py` measures the same on `support`, `explain` and
-# `support-chat` over whole epochs. Packing pays with many short examples beside long ones, and with attention kernels
-# that skip the masked blocks (flash attention's variable-length kernels on a GPU).
+# block-diagonal mask is a dense `(rows, 1, length, length)` tensor, so attention covers whole rows of
+# `ROW_LENGTH` tokens instead of single examples (section 1 gives their lengths). `bench/bench_packing.py`
+# measures the same on `support`, `explain` and `support-chat` over whole epochs, on the CPU or a GPU.
+# Packing pays with many short examples beside long ones, and with attention kernels that skip the masked
+# blocks (flash attention's variable-length kernels on a GPU).
 #
 # ## 5. Normalisation: which average gives the gradient of the whole batch?
 #
@@ -304,9 +312,9 @@ for name, r in REDUCTIONS.items():
     print(f"{name:>26}: {r.description}")
 
 # %% [markdown]
-# `gradient_distances` cuts 24 held-out rows into 2 processes x 2 micro-batches (round robin, so the
-# pieces hold different numbers of tokens), computes each reduction's gradient, and compares it with the
-# gradient of the token mean over all 24 rows in one batch: the cosine, and the relative L2 distance
+# `gradient_distances` cuts the held-out rows (up to 24) into 2 processes x 2 micro-batches (round robin,
+# so the pieces hold different numbers of tokens), computes each reduction's gradient, and compares it with
+# the gradient of the token mean over all those rows in one batch: the cosine, and the relative L2 distance
 # `|g - g_full| / |g_full|`.
 #
 # ### Exercise 2: which reduction matches the whole batch?
@@ -322,7 +330,7 @@ matching_reduction = "step_token_mean"
 
 # %%
 distances = gradient_distances(model, tok, eval_rows[:24], micro_batches=2, processes=2)
-print(f"{'reduction':>26}  {'cosine':>8}  {'relative L2':>11}")
+print(f"{len(eval_rows[:24])} held-out rows in 2 x 2 pieces\n{'reduction':>26}  {'cosine':>8}  {'relative L2':>11}")
 for d in distances:
     rel = d["relative_l2"]
     print(
@@ -340,15 +348,16 @@ print(exercises.check_matching_reduction(matching_reduction, distances))
 # float rounding. The sum points the same way but grows with the number of tokens, so its learning rate
 # must shrink to match. Every mean of means weighs a token by the piece it happens to land in.
 #
-# The bug the October 2024 fix closed, reproduced on the training engine: `batch_size=16` in one
-# micro-batch, against `batch_size=8, grad_accum=2` with the correct reduction and with the mean of the
-# micro-batch means (`fault="accum_mean_of_means"`), from the same start and seed.
+# The bug the October 2024 fix closed, reproduced on the training engine: a step's `BATCH_SIZE x GRAD_ACCUM`
+# examples in one micro-batch, against `GRAD_ACCUM` micro-batches of `BATCH_SIZE` with the correct reduction
+# and with the mean of the micro-batch means (`fault="accum_mean_of_means"`), from the same start and seed.
 
 # %% tags=["nbval-ignore-output"]
+ONE, SPLIT = f"one batch of {BATCH_SIZE * GRAD_ACCUM}", f"{GRAD_ACCUM} x {BATCH_SIZE}"
 GA_SETTINGS = {
-    "one batch of 16": {"batch_size": 16},
-    "2 x 8, token mean": {"batch_size": 8, "grad_accum": 2},
-    "2 x 8, mean of means": {"batch_size": 8, "grad_accum": 2, "fault": "accum_mean_of_means"},
+    ONE: {"batch_size": BATCH_SIZE * GRAD_ACCUM},
+    f"{SPLIT}, token mean": {"batch_size": BATCH_SIZE, "grad_accum": GRAD_ACCUM},
+    f"{SPLIT}, mean of means": {"batch_size": BATCH_SIZE, "grad_accum": GRAD_ACCUM, "fault": "accum_mean_of_means"},
 }
 ga = {
     name: sv.finetune(model, tok, train_rows, steps=GA_STEPS, lr=LR, seed=0, eval_every=None, cache="auto", **settings)
@@ -358,8 +367,8 @@ for run in ga.values():  # records only, as above
     run.model, run.state = None, None
 
 # %%
-base = [h["loss"] for h in ga["one batch of 16"].history]
-print(f"one batch of 16: loss at step 1 {base[0]:.3f}")
+base = [h["loss"] for h in ga[ONE].history]
+print(f"{ONE}: loss at step 1 {base[0]:.3f}")
 diffs = {}
 for name in list(ga)[1:]:
     diffs[name] = max(abs(h["loss"] - b) for h, b in zip(ga[name].history, base))
@@ -368,7 +377,7 @@ for name in list(ga)[1:]:
         f"{name}: loss at step 1 {ga[name].history[0]['loss']:.3f}, largest difference from one batch over "
         f"{GA_STEPS} steps {size}"
     )
-assert diffs["2 x 8, token mean"] < 1e-4 < diffs["2 x 8, mean of means"]
+assert diffs[f"{SPLIT}, token mean"] < 1e-4 < diffs[f"{SPLIT}, mean of means"]
 
 # %% [markdown]
 # ## 6. Three more suspects for the diagnosis lab
@@ -388,7 +397,7 @@ for run in suspects.values():  # records only, as above
 # %% [markdown]
 # What gives each away, measured from the records against the healthy run (`exercises.clues`): the
 # batches (rows per step: fewer than examples means packed), the objective against the completion NLL
-# measured on the same batches, and the NLLs over the last 10 steps.
+# measured on the same batches, and the NLLs over the last steps (up to 10).
 
 # %% tags=["nbval-ignore-output"]
 # (the NLLs move in their second decimal with another CPU's rounding; the hallmarks below are checked)
