@@ -162,6 +162,19 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
+def test_batches_built_on_the_cpu_go_where_the_model_is():
+    """to_model_device moves a batch that a collator or sv.pack built on the CPU to the model's device
+    (a GPU's; here PyTorch's "meta" device, which any machine has), leaving the caller's batch as it was."""
+    from sftviz.modeling import model_device, to_model_device
+
+    model = torch.nn.Linear(2, 2, device="meta")
+    batch = {"input_ids": torch.ones(1, 3, dtype=torch.long), "example_index": torch.zeros(1, 3), "source": "rows"}
+    moved = to_model_device(batch, model)
+    assert model_device(model).type == "meta" and model_device(object()).type == "cpu"
+    assert moved["input_ids"].device.type == moved["example_index"].device.type == "meta"
+    assert moved["source"] == "rows" and batch["input_ids"].device.type == "cpu"
+
+
 # -------------------------------------------------------------------------------------- datasets
 
 
