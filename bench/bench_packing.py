@@ -100,7 +100,7 @@ def main() -> None:
         f"{'on the GPU under bf16 autocast' if device.type == 'cuda' else 'on the CPU'}, {args.batch} examples per padded "
         f"batch (padded to its longest); the packed run packs the same batch's examples into rows of "
         f"{args.row_length} tokens (best fit), attention inside each example (a dense 4-D mask). Best of "
-        f"{args.rounds} rounds.\n\n"
+        f"{args.rounds} rounds, each after one warm-up step.\n\n"
         + C.table(
             [
                 "dataset",

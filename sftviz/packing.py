@@ -59,6 +59,22 @@ def best_fit(lengths: Sequence[int], max_length: int) -> list[list[int]]:
     return rows
 
 
+def layout(lengths: Sequence[int], rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each example lies once the examples of each row (indices into ``lengths``) are laid end to
+    end: ``example_index`` (which example each slot holds, -1 on padding) and ``position_ids`` (0, 1, ...
+    restarting at each example; 0 on padding), both ``(len(rows), width of the longest row)``."""
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    example = torch.full((len(rows), width), -1, dtype=torch.long)
+    position = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for i in row:
+            example[r, at : at + lengths[i]] = i
+            position[r, at : at + lengths[i]] = torch.arange(lengths[i])
+            at += lengths[i]
+    return example, position
+
+
 def block_causal_mask(example_index: torch.Tensor) -> torch.Tensor:
     """``(rows, 1, length, length)`` booleans: position ``q`` may attend to ``k <= q`` of its own example.
     Padding (``example_index == -1``) attends to itself only, so no softmax row is empty."""
@@ -96,27 +112,24 @@ def pack_examples(
             raise ValueError(f"example {i} has {len(ex)} tokens, more than max_length={max_length}: raise max_length "
                              "or truncate it first (sv.build_example(..., max_length=...)).")  # fmt: skip
     rows = rows if rows is not None else best_fit([len(ex) for ex in examples], max_length)
-    width = max(sum(len(examples[i]) for i in row) for row in rows)
-    shape = (len(rows), width)
+    example, position = layout([len(ex) for ex in examples], rows)
+    real, at = example >= 0, (example.clamp_min(0), position)
+    # each example's own row of ids, labels and weights, padded; nothing before an example predicts its
+    # first token, so its first label is -100 and its first weight 0
+    width = max(len(ex) for ex in examples)
+    ids, labels = torch.full((len(examples), width), pad_id), torch.full((len(examples), width), IGNORE_INDEX)
+    weights = torch.zeros((len(examples), width))
+    for i, ex in enumerate(examples):
+        ids[i, : len(ex)] = torch.tensor(ex.input_ids)
+        labels[i, 1 : len(ex)] = torch.tensor(ex.labels[1:], dtype=torch.long)
+        weights[i, 1 : len(ex)] = torch.tensor(ex.weights[1:], dtype=torch.float32)
     out = {
-        "input_ids": torch.full(shape, pad_id, dtype=torch.long),
-        "labels": torch.full(shape, IGNORE_INDEX, dtype=torch.long),
-        "position_ids": torch.zeros(shape, dtype=torch.long),
-        "loss_weights": torch.zeros(shape, dtype=torch.float32),
-        "example_index": torch.full(shape, -1, dtype=torch.long),
+        "input_ids": torch.where(real, ids[at], pad_id),
+        "labels": torch.where(real, labels[at], IGNORE_INDEX),
+        "position_ids": position,
+        "loss_weights": torch.where(real, weights[at], 0.0),
+        "example_index": example,
     }
-    for r, row in enumerate(rows):
-        at = 0
-        for i in row:
-            ex, k = examples[i], len(examples[i])
-            out["input_ids"][r, at : at + k] = torch.tensor(ex.input_ids)
-            labels = list(ex.labels)
-            labels[0] = IGNORE_INDEX  # nothing before an example predicts its first token
-            out["labels"][r, at : at + k] = torch.tensor(labels)
-            out["position_ids"][r, at : at + k] = torch.arange(k)
-            out["loss_weights"][r, at : at + k] = torch.tensor([0.0, *ex.weights[1:]])
-            out["example_index"][r, at : at + k] = i
-            at += k
     if mode == "boundaries":
         out["attention_mask"] = block_causal_mask(out["example_index"])
     else:

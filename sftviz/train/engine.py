@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..faults import Fault
 from ..gradients import parameter_groups
 from ..loss import Reduction, head_is_plain, token_mean
-from ..packing import best_fit, block_causal_mask
+from ..packing import best_fit, block_causal_mask, layout
 from .config import BETAS, EPS, FinetuneConfig
 from .records import StepRecord
 from .table import TrainingTable
@@ -249,16 +249,7 @@ class Trainer:
         """
         t = self.table
         lengths = t.lengths[rows].tolist()
-        groups = best_fit(lengths, self.row_length)
-        width = max(sum(lengths[i] for i in g) for g in groups)
-        example = torch.full((len(groups), width), -1, dtype=torch.long)
-        column = torch.zeros((len(groups), width), dtype=torch.long)
-        for r, group in enumerate(groups):
-            at = 0
-            for i in group:
-                example[r, at : at + lengths[i]] = i
-                column[r, at : at + lengths[i]] = torch.arange(lengths[i])
-                at += lengths[i]
+        example, column = layout(lengths, best_fit(lengths, self.row_length))
         real = example >= 0
         table_row = rows[example.clamp_min(0)]
         # column t predicts token t + 1 of the same example: the example's last token predicts nothing
