@@ -1,6 +1,6 @@
 """Notebook 4's experiment on a GPU, on both models: steps per second, peak memory, and what the runs show.
 
-One prepared script for a GPU machine (about 5 minutes on one data-centre GPU; see ``--budget``). For each
+One prepared script for a GPU machine (about 4 minutes on an H200, judging by the part of it that ran there). For each
 model (the bundled ``sftviz-tiny`` and the real ``smollm2-135m-instruct``, which must be installed:
 ``python -m sftviz.models install``) it:
 

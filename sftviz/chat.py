@@ -29,9 +29,8 @@ from typing import Any
 from .checks import check_text
 from .data import Example, assemble_example, bos_id, has_special_text
 
-#: The roles a message may have. A role is shown with its entry in ``sftviz.views.vocab`` (a role without
-#: one, such as "tool", is shown plainly, by its name). A "tool" message (a tool's result) follows an
-#: assistant turn (the call) or another tool message.
+#: The roles a message may have; each is shown with its entry in ``sftviz.views.vocab`` ("tool" as "tool
+#: output"). A "tool" message (a tool's result) follows an assistant turn (the call) or another tool message.
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 TRAIN_ON = ("all", "last")
 

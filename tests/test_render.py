@@ -209,6 +209,22 @@ def test_chat_example_html(gpt2_tok):
     assert {"user", "assistant"} <= segs
 
 
+def test_a_tool_turn_is_drawn_as_tool_output(gpt2_tok):
+    ex = sv.build_example(
+        gpt2_tok,
+        messages=[
+            {"role": "user", "content": "Is it sunny?"},
+            {"role": "assistant", "content": "Let me check."},
+            {"role": "tool", "content": "sunny"},
+            {"role": "assistant", "content": "Yes."},
+        ],
+    )
+    html = render.token_html(ex)
+    tool = [e for e in token_elements(html, role="token") if e["data-sftviz-segment"] == "tool"]
+    assert tool and all(e["data-sftviz-trained"] == "false" for e in tool)
+    assert ">tool output<" in html and 'title="what a tool returned: context for the next turn"' in html
+
+
 # --------------------------------------------------------------------------------------------
 # log-probs
 # --------------------------------------------------------------------------------------------
@@ -281,24 +297,29 @@ def test_gradient_records_from_a_contract_shaped_object():
 
 
 def test_a_new_segment_needs_one_vocabulary_entry(monkeypatch):
-    """A new kind of token (a chat role "tool", say) is one Segment in sftviz.views.vocab: words, tooltips,
+    """A new kind of token (a chat role "observation", say) is one Segment in sftviz.views.vocab: words, tooltips,
     labels, legend, CSS and the JS vocabulary follow."""
     from sftviz.views import vocab
 
-    tool = vocab.Segment("tool", "tool output", "what a tool returned: context", "system", labelled=True)
-    monkeypatch.setitem(vocab.SEGMENTS, "tool", tool)
-    g = fake_grads(["<|endoftext|>", "Q", "42"], ["bos", "tool", "completion"])
+    role = vocab.Segment(
+        "observation", "observation", "what the environment returned: context", "system", labelled=True
+    )
+    monkeypatch.setitem(vocab.SEGMENTS, "observation", role)
+    g = fake_grads(["<|endoftext|>", "Q", "42"], ["bos", "observation", "completion"])
     d = render.gradient_records(g)
-    assert "tool output" in d["tokens"][1]["tip"][0] and d["tokens"][1]["special"] is False
+    assert "observation" in d["tokens"][1]["tip"][0] and d["tokens"][1]["special"] is False
     html = render.gradients_html(g)
-    assert 'title="what a tool returned: context"' in html and ">tool output<" in html
+    assert 'title="what the environment returned: context"' in html and ">observation<" in html
     strip = render.tokens_strip_html(d["tokens"])
-    assert 'class="sftviz-seglabel" data-sftviz-segment="tool" style="border-left:3px solid ' in strip
-    assert ">tool output</span>" in strip
+    assert 'class="sftviz-seglabel" data-sftviz-segment="observation" style="border-left:3px solid ' in strip
+    assert ">observation</span>" in strip
     css = render.style_tag()
-    assert '.sftviz-tok[data-sftviz-segment="tool"],.sftviz .sftviz-seglabel[data-sftviz-segment="tool"]' in css
-    assert '"tool":{"words":"tool output"' in vocab.js_prelude()
-    assert vocab.segment("tool").tint == vocab.SWATCHES["system"].tint
+    assert (
+        '.sftviz-tok[data-sftviz-segment="observation"],.sftviz .sftviz-seglabel[data-sftviz-segment="observation"]'
+        in css
+    )
+    assert '"observation":{"words":"observation"' in vocab.js_prelude()
+    assert vocab.segment("observation").tint == vocab.SWATCHES["system"].tint
 
 
 def test_example_and_report(ex, rep):

@@ -11,7 +11,7 @@ Plain data, no display library. Everything else reads it from here:
 * the figures (:mod:`sftviz.views.plots`) and the MaskingLab take colours, tints, line styles and
   masking labels from :data:`SWATCHES`, :data:`MASKINGS` and the run palettes.
 
-To show a new kind of token (say a chat role ``"tool"``), add one :class:`Segment` to
+To show a new kind of token (say a chat role ``"observation"``), add one :class:`Segment` to
 :data:`SEGMENTS`; the legend, tooltips, labels, CSS, JS and figures follow. Colours are Okabe-Ito
 (colour-blind safe); no distinction that matters is made by colour alone (see ``_common.css``).
 """
@@ -90,6 +90,7 @@ SEGMENTS: dict[str, Segment] = {
         Segment("system", "system", "system message: context", "system", labelled=True),
         Segment("user", "user", "user turn: context", "prompt", labelled=True),
         Segment("assistant", "assistant", "assistant turn: what SFT trains", "completion", labelled=True),
+        Segment("tool", "tool output", "what a tool returned: context for the next turn", "system", labelled=True),
         Segment("template", "template", "role markers and control text added by the chat template", special=True),
         Segment(
             "end_of_turn",
