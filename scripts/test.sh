@@ -13,7 +13,7 @@
 #      scripts/course.sh installs it, plus pytest and nbval) with PyTorch's portable kernels
 #      (ATEN_CPU_CAPABILITY=default), i.e. another CPU's float32 rounding; then the unit tests with the
 #      lowest transformers, TRL, ipywidgets and anywidget that pyproject.toml admits (.venv-lowest);
-#      then the tests of step 1 listed in SHARED_TESTS (the nbgrader cycle, notebook 5 on the real
+#      then the tests of step 1 listed in SHARED_TESTS (the nbgrader cycle, notebooks 1, 3 and 5 on the real
 #      model), in the test environment with the same run cache, so that both cores finish at about the
 #      same time.
 # The first run installs (network needed); later runs with pyproject.toml unchanged install nothing.
@@ -123,6 +123,7 @@ SHARED_TESTS=(
   tests/test_instructor.py::test_nbgrader_cycle_grades_a_class
   "tests/test_real_model.py::test_notebook_runs_on_the_real_model[05]"
   "tests/test_real_model.py::test_notebook_runs_on_the_real_model[01]"
+  "tests/test_real_model.py::test_notebook_runs_on_the_real_model[03]"
 )
 shared_job() {
   set -e
