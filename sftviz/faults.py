@@ -242,9 +242,10 @@ def naive_packing(batch: dict, **_: Any) -> dict:
     instead of the block-diagonal one: what this fault trains on.
 
     Symptom: the labels and the loss formula are right, but the loss measured while training is
-    computed with foreign context. On data whose examples resemble each other (one template, many
-    rows) the neighbours give hints, so the training NLL falls below the NLL of the same kind of rows
-    read alone (the held-out evaluation), and the gap grows more than a healthy run's.
+    computed with foreign context: every example after the first in a row is read behind another one,
+    at positions that restart as if nothing were there. On the course's data the completion NLL measured
+    on the training batches stays high and ends above twice the healthy run's (the hallmark that
+    :data:`sftviz.mystery.HALLMARKS` checks), although the held-out evaluation reads each example alone.
     """
     if not isinstance(batch, dict) or "example_index" not in batch:
         raise TypeError("naive_packing takes a packed batch from sv.pack(...) (a dict with 'example_index').")

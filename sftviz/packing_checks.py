@@ -17,6 +17,9 @@ def row_truth(batch: dict, row: int = 0) -> tuple[list[int], int, int]:
     (:func:`sftviz.pack`)."""
     if not isinstance(batch, dict) or not {"position_ids", "labels", "example_index"} <= set(batch):
         raise TypeError("give the packed batch from sv.pack(...): a dict with position_ids, labels, example_index.")
+    rows = len(batch["example_index"])
+    if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < rows:
+        raise ValueError(f"row must be a row number of the batch, 0 to {rows - 1}; got {row!r}.")
     real = batch["example_index"][row] >= 0
     starts = [int(i) for i in ((batch["position_ids"][row] == 0) & real).nonzero().flatten()]
     trained = int((batch["labels"][row] != IGNORE_INDEX).sum())

@@ -362,3 +362,38 @@ def test_quiz_static_view_hides_answers_unless_asked():
 
     assert "<details>" not in Quiz("sft-foundations").static_html()
     assert "<details>" in Quiz("sft-foundations", reveal_in_static=True).static_html()
+
+
+# ---------------------------------------------------------------------------------- notebook 7's checks
+
+
+def test_check_packed_targets_reads_the_truth_from_the_batch(gpt2_tok_padded):
+    rows = [{"prompt": "Q: Hi?\nA:", "completion": " Hello."}, {"prompt": "Q: 2+2?\nA:", "completion": " 4"}]
+    batch = sv.pack(rows, gpt2_tok_padded, max_length=64, masking="full", strategy="in-order")
+    real = int((batch["example_index"][0] >= 0).sum())
+    second = int((batch["example_index"][0] == 0).sum())
+    right = {"starts": [0, second], "trained": real - 2}  # full masking: every token but each example's first
+    assert exercises.check_packed_targets(right, batch).ok
+    assert not exercises.check_packed_targets(None, batch).answered
+    late = exercises.check_packed_targets({"starts": [second], "trained": real - 2}, batch)
+    assert not late.ok and "The first example starts at 0 too." in late.message
+    across = exercises.check_packed_targets({"starts": [0, second], "trained": real - 1}, batch)
+    assert not across.ok and "a target across a boundary" in across.message
+    assert "whole number" in exercises.check_packed_targets({"starts": [0, second], "trained": "9"}, batch).message
+    with pytest.raises(ValueError, match="row must be a row number of the batch, 0 to 0; got 3"):
+        exercises.check_packed_targets(right, batch, row=3)
+    with pytest.raises(TypeError, match=r"packed batch from sv\.pack"):
+        exercises.check_packed_targets(right, {"input_ids": batch["input_ids"]})
+
+
+def test_check_matching_reduction_reads_the_measured_distances():
+    distances = [
+        {"reduction": "step_token_mean", "cosine": 1.0, "relative_l2": 1e-7},
+        {"reduction": "token_sum", "cosine": 1.0, "relative_l2": 99.0},
+        {"reduction": "sequence_mean", "cosine": 0.97, "relative_l2": 0.25},
+    ]
+    assert exercises.check_matching_reduction("step_token_mean", distances).ok
+    assert "not the same size" in exercises.check_matching_reduction("token_sum", distances).message
+    assert "weighs a token by the piece" in exercises.check_matching_reduction("sequence_mean", distances).message
+    assert "one of" in exercises.check_matching_reduction("mean", distances).message
+    assert not exercises.check_matching_reduction(None, distances).answered
